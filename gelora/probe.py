@@ -1,0 +1,196 @@
+"""Hidden states of any Hugging Face model, per layer, and the intrinsic-dimension profile.
+
+The probe runs the frozen backbone once over the texts (sorted by length so batches carry little
+padding), pools each layer's states into one point cloud per layer, and caches the result on
+disk keyed by the model's weights and every setting, so a rerun is instant.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .twonn import TwoNN
+
+POOLINGS = ("cls", "mean", "last", "tokens")
+PROFILE_COLUMNS = ["layer", "dimension", "std_error", "ci_low", "ci_high", "n_points", "n_distinct",
+                   "n_duplicates", "n_used", "pooling", "method", "discard_fraction", "note"]
+
+
+def backbone(model):
+    """The transformer under any head (or PEFT wrapper): what produces the hidden states."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return getattr(model, "base_model", model)
+
+
+def fingerprint(model) -> str:
+    """A cheap hash of a model: its config and a slice of every parameter (changes with training)."""
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        digest.update(config.to_json_string(use_diff=False).encode())
+    for name, param in model.named_parameters():
+        digest.update(name.encode() + str(tuple(param.shape)).encode())
+        digest.update(param.detach().flatten()[:64].float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError("texts must be a list of strings")
+    if len(texts) == 0:
+        raise ValueError("texts is empty: nothing to probe")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise ValueError(f"{len(bad)} text(s) are empty or not strings, first at index {bad[0]}")
+    return list(texts)
+
+
+def _token_choice(lengths: np.ndarray, max_points: int, seed: int) -> list[np.ndarray]:
+    """For `tokens` pooling: which positions of each text to keep, a seeded subsample of all
+    non-padding tokens capped at max_points (the same positions for every layer)."""
+    total = int(lengths.sum())
+    chosen = np.sort(np.random.default_rng(seed).choice(total, size=min(max_points, total), replace=False))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    text_of = np.searchsorted(offsets, chosen, side="right") - 1
+    return [chosen[text_of == i] - offsets[i] for i in range(len(lengths))]
+
+
+def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean", max_length: int = 128,
+                  batch_size: int = 32, max_points: int = 5000, seed: int = 0,
+                  cache_dir: str | os.PathLike | None = None, progress: bool = True) -> list[np.ndarray]:
+    """Pooled hidden states per layer: a list of L + 1 float32 arrays (embedding output first).
+
+    pooling: `cls` (first token), `mean` (average of non-padding tokens), `last` (last
+    non-padding token, for decoders), `tokens` (every non-padding token, subsampled to
+    `max_points` with `seed`). Gradients are off and the model's mode is restored.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+    texts = _check_texts(texts)
+    cache_file = None
+    if cache_dir is not None:
+        key = hashlib.sha256(json.dumps({
+            "model": fingerprint(model), "texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest(),
+            "pooling": pooling, "max_length": max_length, "max_points": max_points if pooling == "tokens" else None,
+            "seed": seed if pooling == "tokens" else None,
+        }, sort_keys=True).encode()).hexdigest()[:24]
+        cache_file = Path(cache_dir) / f"hidden-{pooling}-{key}.npz"
+        if cache_file.exists():
+            with np.load(cache_file) as stored:
+                return [stored[f"layer_{j}"] for j in range(len(stored.files))]
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    lengths = np.array([len(ids) for ids in encoded])
+    picks = _token_choice(lengths, max_points, seed) if pooling == "tokens" else None
+    row_of = np.concatenate([[0], np.cumsum([len(p) for p in picks])]) if picks else None
+    order = np.argsort(-lengths, kind="stable")
+    net = backbone(model)
+    device = next(net.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    outputs: list[np.ndarray] | None = None
+    n_rows = int(row_of[-1]) if picks else len(texts)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(texts), batch_size), desc=f"probe ({pooling})", disable=not progress):
+                batch = order[start:start + batch_size]
+                width = int(lengths[batch].max())
+                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    ids[row, :lengths[i]] = torch.tensor(encoded[i])
+                    mask[row, :lengths[i]] = 1
+                out = net(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
+                states = out.hidden_states
+                if outputs is None:
+                    outputs = [np.empty((n_rows, h.shape[-1]), dtype=np.float32) for h in states]
+                m = mask.to(device).unsqueeze(-1)
+                for j, h in enumerate(states):
+                    h = h.float()
+                    if not torch.isfinite(h).all():
+                        raise ValueError(f"layer {j} hidden states contain NaN or inf")
+                    if pooling == "cls":
+                        pooled = h[:, 0]
+                    elif pooling == "mean":
+                        pooled = (h * m).sum(1) / m.sum(1)
+                    elif pooling == "last":
+                        pooled = h[torch.arange(len(batch)), torch.as_tensor(lengths[batch] - 1)]
+                    if pooling == "tokens":
+                        for row, i in enumerate(batch):
+                            outputs[j][row_of[i]:row_of[i + 1]] = h[row, torch.as_tensor(picks[i])].cpu().numpy()
+                    else:
+                        outputs[j][batch] = pooled.cpu().numpy()
+    finally:
+        net.train(was_training)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp.npz")
+        np.savez(tmp, **{f"layer_{j}": x for j, x in enumerate(outputs)})
+        os.replace(tmp, cache_file)
+    return outputs
+
+
+def profile_from_states(states: Sequence[np.ndarray], estimator: TwoNN | None = None,
+                        pooling: str = "") -> pd.DataFrame:
+    """The ID profile of given point clouds (one per layer). A layer whose points cannot give a
+    dimension (fewer than 3 distinct, as the [CLS] embedding of every sentence) gets NaN and a
+    note saying why, with a warning: it is never dropped or filled in silently."""
+    estimator = estimator or TwoNN()
+    rows = []
+    for j, X in enumerate(states):
+        fitted = TwoNN(**estimator.get_params())
+        row = {"layer": j, "pooling": pooling, "method": estimator.method,
+               "discard_fraction": estimator.discard_fraction, "n_points": len(X), "note": ""}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fitted.fit(X)
+        except ValueError as err:
+            distinct = len(np.unique(np.asarray(X), axis=0))
+            warnings.warn(f"layer {j}: no intrinsic dimension ({err})", stacklevel=2)
+            row.update(dimension=np.nan, std_error=np.nan, ci_low=np.nan, ci_high=np.nan,
+                       n_distinct=distinct, n_duplicates=len(X) - distinct, n_used=0, note=str(err))
+        else:
+            row.update(dimension=fitted.dimension_, std_error=fitted.standard_error_,
+                       ci_low=fitted.interval_[0], ci_high=fitted.interval_[1],
+                       n_distinct=fitted.n_distinct_, n_duplicates=fitted.n_duplicates_, n_used=fitted.n_used_)
+            if fitted.n_duplicates_:
+                row["note"] = f"{fitted.n_duplicates_} duplicate point(s) removed"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=PROFILE_COLUMNS)
+
+
+def id_profile(model, tokenizer, texts: Sequence[str], pooling: str = "mean", estimator: TwoNN | None = None,
+               **probe_kwargs) -> pd.DataFrame:
+    """One row per layer (0 = embedding output, then every block): layer, dimension, std_error,
+    ci_low/ci_high, n_points, n_distinct, n_duplicates, n_used, pooling, method, note.
+    Keyword arguments go to `hidden_states` (max_length, batch_size, cache_dir, ...)."""
+    states = hidden_states(model, tokenizer, texts, pooling=pooling, **probe_kwargs)
+    return profile_from_states(states, estimator, pooling)
+
+
+def save_profile(profile: pd.DataFrame, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile.to_csv(path, index=False)
+    return path
+
+
+def load_profile(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a profile CSV written by `save_profile`, checking it is one."""
+    profile = pd.read_csv(path, keep_default_na=True)
+    missing = [c for c in ("layer", "dimension") if c not in profile.columns]
+    if missing:
+        raise ValueError(f"{path} is not an ID profile: missing column(s) {missing}")
+    profile["note"] = profile.get("note", pd.Series([""] * len(profile))).fillna("")
+    return profile
