@@ -50,6 +50,7 @@ class TextDataset:
     task: str
     label_names: list[str] | None = None
     responses: list[str] | None = None
+    text_pairs: list[str] | None = None  # second sentence of pair tasks (GLUE MRPC, RTE, ...)
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -84,6 +85,7 @@ class TextDataset:
             texts=[self.texts[i] for i in idx],
             labels=None if self.labels is None else self.labels[idx],
             responses=None if self.responses is None else [self.responses[i] for i in idx],
+            text_pairs=None if self.text_pairs is None else [self.text_pairs[i] for i in idx],
         )
 
 
@@ -132,7 +134,7 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
       `<split>.csv` / `<split>.jsonl`;
     - `hf:<name>[/<config>]`, for example `hf:glue/sst2` (needs `datasets` and a network).
     """
-    if split not in SPLITS and not name_or_path.startswith("hf:"):
+    if split not in SPLITS and not name_or_path.startswith("hf:") and not Path(name_or_path).is_file():
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     if name_or_path.startswith("hf:"):
         return _load_hub(name_or_path[3:], split, text_column, label_column, task)
@@ -162,20 +164,43 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
     return dataset
 
 
+# Text columns of the GLUE tasks: one sentence, or a pair tokenised together.
+HUB_TEXT_COLUMNS = [("sentence1", "sentence2"), ("question1", "question2"), ("question", "sentence"),
+                    ("premise", "hypothesis"), ("sentence", None), ("text", None)]
+
+
 def _load_hub(spec: str, split: str, text_column: str, label_column: str | None, task: str | None) -> TextDataset:
     try:
         import datasets
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("hub datasets need the `datasets` package: pip install datasets") from err
+        raise ImportError("hub datasets need the `datasets` package: pip install -e '.[hub]'") from err
     name, _, config = spec.partition("/")
     hub = datasets.load_dataset(name, config or None, split=split)
-    frame = hub.to_pandas()
+    return _from_hub_frame(hub.to_pandas(), hub.features, spec, split, text_column, label_column, task)
+
+
+def _from_hub_frame(frame: pd.DataFrame, features, spec, split, text_column, label_column, task) -> TextDataset:
+    """A hub split as a TextDataset: GLUE's text columns found by name, class names taken from
+    the features, and a split without labels (GLUE hides its test labels as -1) refused."""
+    pair = None
+    if text_column not in frame.columns:
+        for first, second in HUB_TEXT_COLUMNS:
+            if first in frame.columns and (second is None or second in frame.columns):
+                text_column, pair = first, second
+                break
     label_names = None
-    feature = hub.features.get(label_column) if label_column else None
-    if feature is not None and hasattr(feature, "names"):
-        label_names = list(feature.names)
-        frame[label_column] = [label_names[i] for i in frame[label_column]]
-    return _from_frame(frame, spec, split, text_column, label_column, task, label_names)
+    if label_column and label_column in frame.columns:
+        if pd.api.types.is_integer_dtype(frame[label_column]) and (frame[label_column] < 0).any():
+            raise ValueError(f"split {split!r} of {spec} has no labels (label -1): GLUE hides its test labels, "
+                             "evaluate on 'validation' instead")
+        feature = features.get(label_column) if features is not None else None
+        if feature is not None and hasattr(feature, "names"):
+            label_names = list(feature.names)
+            frame = frame.assign(**{label_column: [label_names[i] for i in frame[label_column]]})
+    dataset = _from_frame(frame, spec, split, text_column, label_column, task, label_names)
+    if pair is not None:
+        dataset.text_pairs = frame[pair].astype(str).tolist()
+    return dataset
 
 
 def as_generation(dataset: TextDataset, template: str = "Text: {text}\nLabel:") -> TextDataset:
@@ -208,7 +233,7 @@ def tokenize(dataset: TextDataset, tokenizer, max_length: int = 128) -> Tokenize
         raise ValueError(f"max_length must be at least 2, got {max_length}")
     if dataset.task == "generation":
         return TokenizedDataset(_tokenize_generation(dataset, tokenizer, max_length))
-    encoded = tokenizer(dataset.texts, truncation=True, max_length=max_length)
+    encoded = tokenizer(dataset.texts, dataset.text_pairs, truncation=True, max_length=max_length)
     features = []
     for i in range(len(dataset)):
         item = {k: encoded[k][i] for k in encoded.keys()}

@@ -194,3 +194,18 @@ def load_profile(path: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"{path} is not an ID profile: missing column(s) {missing}")
     profile["note"] = profile.get("note", pd.Series([""] * len(profile))).fillna("")
     return profile
+
+
+def probe_dataset(model_name: str, dataset: str, n_examples: int, pooling: str = "mean", max_length: int = 64,
+                  seed: int = 0, estimator: TwoNN | None = None, **probe_kwargs) -> pd.DataFrame:
+    """The ID profile of a named model on a seeded subset of a dataset's training texts, probing
+    the very model that fine-tuning starts from (its classification or regression variant)."""
+    from .data import load_dataset
+    from .models import load_model
+
+    data = load_dataset(dataset, "train")
+    task = data.task if data.task != "generation" else "features"
+    model, tokenizer = load_model(model_name, task, data.num_labels if task == "classification" else None, seed=seed)
+    texts = data.subset(n_examples, seed=seed).texts
+    return id_profile(model, tokenizer, texts, pooling=pooling, estimator=estimator, max_length=max_length,
+                      seed=seed, **probe_kwargs)

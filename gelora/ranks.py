@@ -154,10 +154,10 @@ def gelora_ranks(profile, min_rank: int = 0, max_rank: int | None = None, roundi
     def continuous(scale):
         return [min(max(scale * w, min_rank), cap) for w, cap in zip(weights, caps)]
 
-    floor_cost = cost([min_rank] * len(weights))
-    if budget < floor_cost or budget < cost([max(min_rank, 1 if w > 0 else 0) for w in weights]):
-        raise ValueError(f"budget {budget} is below the smallest allocation ({max(floor_cost, 1)} parameters "
-                         f"with rank >= 1 where the shape is positive)")
+    smallest = cost([max(min_rank, 1 if w > 0 else 0) for w in weights])
+    if budget < smallest:
+        raise ValueError(f"budget {budget} is below the smallest allocation: {smallest} parameters "
+                         f"(rank max(min_rank, 1) wherever bound + offset > 0)")
     if budget > cost(caps):
         raise ValueError(f"budget {budget} exceeds what the targets can hold at their maximal ranks "
                          f"({cost(caps)} parameters)")

@@ -22,14 +22,17 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # raised inside PEFT, not ours
+
 METHODS = ("full", "lora", "gelora", "adalora", "eva", "lora_xs", "lora_sb", "gelora_sb")
-DEFAULT_LR = {"full": 5e-5, "lora": 5e-4, "gelora": 5e-4, "adalora": 5e-4, "eva": 5e-4,
+DEFAULT_LR = {"full": 5e-5, "lora": 2e-3, "gelora": 2e-3, "adalora": 2e-3, "eva": 2e-3,
               "lora_xs": 2e-3, "lora_sb": 2e-3, "gelora_sb": 2e-3}
 # Settings that do not change the numbers, left out of the run's identity.
 NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir")
@@ -59,6 +62,7 @@ class FinetuneConfig:
     n_train: int | None = None
     n_eval: int | None = None
     n_test: int | None = None
+    test_split: str = "test"  # GLUE hides test labels: use "validation" there
     max_length: int = 64
     epochs: float = 1.0
     batch_size: int = 16
@@ -199,7 +203,7 @@ def _load_data(config: FinetuneConfig):
 
     splits = {}
     for split, n in (("train", config.n_train), ("validation", config.n_eval), ("test", config.n_test)):
-        data = load_dataset(config.dataset, split)
+        data = load_dataset(config.dataset, config.test_split if split == "test" else split)
         if config.task is not None and config.task != data.task:
             if config.task == "generation" and data.task == "classification":
                 data = as_generation(data, config.generation_template)
@@ -403,15 +407,50 @@ def _adalora_callback():
     return AdaLoraAllocation()
 
 
-def _effective_adalora_params(model) -> int:
+def _adalora_final(model) -> tuple[dict[str, int], int]:
+    """AdaLoRA after training: the rank each module kept (non-zero singular values) and the
+    parameters those ranks amount to, r (in + out + 1) per module."""
+    import re
+
     from peft.tuners.adalora import AdaLoraLayer
 
-    total = 0
-    for module in model.modules():
+    ranks, total = {}, 0
+    for name, module in model.named_modules():
         if isinstance(module, AdaLoraLayer) and "default" in module.lora_E:
             kept = int((module.lora_E["default"] != 0).sum())
+            ranks[re.sub(r"^(base_model\.model\.)+", "", name)] = kept
             total += kept * (module.in_features + module.out_features + 1)
-    return total
+    return ranks, total
+
+
+def train_steps(model, batches, steps: int, lr: float, weight_decay: float = 0.0, device=None,
+                evaluate_first: bool = True) -> list[float]:
+    """A plain PyTorch loop (AdamW over the trainable parameters, constant lr), for the first
+    steps of an adapter outside the Trainer. Returns the loss of every step; with
+    evaluate_first, element 0 is the loss at initialisation on the first batch (no update)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameter")
+    device = device or next(model.parameters()).device
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    batches = list(batches)
+    if not batches:
+        raise ValueError("no batches to train on")
+    losses = []
+    if evaluate_first:
+        model.eval()
+        with torch.no_grad():
+            first = {k: v.to(device) for k, v in batches[0].items()}
+            losses.append(float(model(**first).loss))
+    model.train()
+    for step in range(steps):
+        batch = {k: v.to(device) for k, v in batches[step % len(batches)].items()}
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss))
+    return losses
 
 
 # ---------------------------------------------------------------- entry point
@@ -503,7 +542,7 @@ def _run(config: FinetuneConfig, path: Path) -> dict:
         "config": dataclasses.asdict(config), "versions": versions(), **info,
     }
     if config.method == "adalora":
-        record["effective_adapter_params"] = _effective_adalora_params(model)
+        record["final_ranks"], record["effective_adapter_params"] = _adalora_final(model)
     record["ranks"] = {str(k): v for k, v in record.get("ranks", {}).items()}
     if trainer.is_world_process_zero():
         atomic_write_json(path, record)

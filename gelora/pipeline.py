@@ -1,0 +1,223 @@
+"""Run the notebooks 01 to 05 in order through papermill, with a named profile.
+
+    python -m gelora.pipeline --profile cpu            # the README's main command
+    python -m gelora.pipeline --profile smoke -p seed=1 -p 04_fine_tuning.epochs=2
+    python -m gelora.pipeline --profile my_profile.yaml --only 04,05
+
+A profile is a small YAML file (gelora/profiles/*.yaml; copy one to make your own): `common`
+parameters go to every notebook that declares them, `notebooks.<name>` to one notebook. Every
+name is checked against the notebook's `parameters` cell before anything runs: a parameter that
+no notebook declares is an error, never a warning. Executed notebooks are saved under
+<run_dir>/executed/; the notebooks reuse what earlier runs wrote, so a rerun is quick.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+TYPE_CHECKS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
+
+
+def repo_root() -> Path:
+    """The checkout holding notebooks/ and data/ (paths in profiles are relative to it)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "notebooks").is_dir():
+        raise FileNotFoundError(f"no notebooks/ beside the package at {root}: run from a clone of the repository")
+    return root
+
+
+def resolve(path: str | Path) -> Path:
+    """A path from a parameter: absolute as is, relative ones from the repository root (so a
+    notebook opened in JupyterLab and the pipeline write to the same place)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else repo_root() / path
+
+
+def notebooks() -> list[Path]:
+    found = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise FileNotFoundError("no numbered notebooks under notebooks/")
+    return found
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str) -> dict:
+    """A profile by name (smoke, cpu, gpu) or by the path of a YAML file."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise ValueError(f"unknown profile {name_or_path!r}: not one of {available_profiles()} nor a YAML file")
+    profile = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(profile) - {"description", "common", "notebooks"})
+    if unknown:
+        raise ValueError(f"profile {path} has unknown section(s) {unknown}; expected common, notebooks, description")
+    profile.setdefault("common", {})
+    profile.setdefault("notebooks", {})
+    for section in profile["notebooks"].values():
+        if section is not None and not isinstance(section, dict):
+            raise ValueError(f"profile {path}: every notebooks.<name> section must be a mapping")
+    return profile
+
+
+def declared_parameters(path: Path) -> dict[str, dict]:
+    """Names, inferred types and defaults of a notebook's `parameters` cell."""
+    import papermill
+
+    import nbformat
+
+    params = papermill.inspect_notebook(str(path))
+    if not params:
+        raise ValueError(f"{path.name} has no cell tagged 'parameters'")
+    book = nbformat.read(str(path), as_version=4)
+    cell = next(c for c in book.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=]*)?=", cell.source, flags=re.M)
+    unparsed = [name for name in assigned if name not in params]
+    if unparsed:  # papermill skips lines it cannot parse (an `int | None` annotation, say) without a word
+        raise ValueError(f"{path.name}: papermill cannot parse parameter(s) {unparsed}; "
+                         "annotate them as plain types or strings such as \"Optional[int]\"")
+    return params
+
+
+def parse_override(text: str) -> tuple[str | None, str, object]:
+    """`name=value` or `notebook.name=value` (notebook: full stem or its number); the value is
+    read as YAML, so 3, 0.5, true, [1, 2] and null have their types."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} is not name=value")
+    key, _, raw = text.partition("=")
+    notebook, _, name = key.rpartition(".")
+    return notebook or None, name.strip(), yaml.safe_load(raw)
+
+
+def _check_type(notebook: str, name: str, value, declared: dict) -> None:
+    kind = (declared.get("inferred_type_name") or "None").split("[")[0].strip().lower()
+    if value is None or kind in ("none", "") or "|" in declared.get("inferred_type_name", ""):
+        return
+    if "optional" in kind or kind == "any":
+        return
+    allowed = TYPE_CHECKS.get(kind)
+    if allowed and (not isinstance(value, allowed) or (kind != "bool" and isinstance(value, bool))):
+        raise ValueError(f"{notebook}: parameter {name!r} must be {kind}, got {value!r} ({type(value).__name__})")
+
+
+def plan(profile: dict, overrides: list[str] = (), only: list[str] | None = None) -> list[tuple[Path, dict]]:
+    """Each notebook to run with its parameters, after checking every name and type."""
+    books = notebooks()
+    stems = {p.stem: p for p in books}
+    numbers = {p.stem[:2]: p.stem for p in books}
+    unknown_books = sorted(set(profile["notebooks"]) - set(stems))
+    if unknown_books:
+        raise ValueError(f"profile names notebook(s) {unknown_books} that do not exist; notebooks: {sorted(stems)}")
+    declared = {stem: declared_parameters(path) for stem, path in stems.items()}
+    chosen = {stem: {} for stem in stems}
+    for name, value in profile["common"].items():
+        takers = [s for s in stems if name in declared[s]]
+        if not takers:
+            raise ValueError(f"common parameter {name!r} is declared by no notebook")
+        for stem in takers:
+            chosen[stem][name] = value
+    for stem, section in profile["notebooks"].items():
+        for name, value in (section or {}).items():
+            if name not in declared[stem]:
+                raise ValueError(f"{stem} declares no parameter {name!r}; it declares {sorted(declared[stem])}")
+            chosen[stem][name] = value
+    for text in overrides:
+        book, name, value = parse_override(text)
+        if book is not None:
+            stem = numbers.get(book, book)
+            if stem not in stems:
+                raise ValueError(f"override {text!r} names no notebook; notebooks: {sorted(stems)}")
+            if name not in declared[stem]:
+                raise ValueError(f"{stem} declares no parameter {name!r}; it declares {sorted(declared[stem])}")
+            chosen[stem][name] = value
+        else:
+            takers = [s for s in stems if name in declared[s]]
+            if not takers:
+                raise ValueError(f"parameter {name!r} is declared by no notebook")
+            for stem in takers:
+                chosen[stem][name] = value
+    for stem, params in chosen.items():
+        for name, value in params.items():
+            _check_type(stem, name, value, declared[stem][name])
+    selected = books
+    if only:
+        wanted = {numbers.get(o, o) for o in only}
+        missing = sorted(wanted - set(stems))
+        if missing:
+            raise ValueError(f"--only names unknown notebook(s) {missing}")
+        selected = [p for p in books if p.stem in wanted]
+    return [(p, chosen[p.stem]) for p in selected]
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook stopped on an error: which notebook, which cell, what error."""
+
+
+def run(profile_name: str = "cpu", overrides: list[str] = (), only: list[str] | None = None,
+        run_dir: str | None = None, progress: bool = True) -> list[Path]:
+    """Execute the notebooks; returns the executed copies. Raises NotebookFailed at the first
+    failing cell, naming the notebook, the cell and the error."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    profile = load_profile(profile_name)
+    if run_dir is not None:
+        overrides = [*overrides, f"run_dir={run_dir}"]
+    steps = plan(profile, overrides, only)
+    folder = resolve(steps[0][1].get("run_dir", profile["common"].get("run_dir", "runs/default"))) / "executed"
+    folder.mkdir(parents=True, exist_ok=True)
+    outputs = []
+    for index, (path, params) in enumerate(steps, 1):
+        out = folder / path.name
+        print(f"[{index}/{len(steps)}] {path.stem}  " + " ".join(f"{k}={v}" for k, v in params.items()), flush=True)
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(path), str(out), parameters=params, cwd=str(repo_root()),
+                                       progress_bar=progress, kernel_name="python3")
+        except PapermillExecutionError as err:
+            source = (err.source or "").strip().splitlines()
+            first = source[0] if source else ""
+            raise NotebookFailed(
+                f"{path.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+                f"{err.ename}: {err.evalue}\n  cell begins: {first}\n  executed copy: {out}") from None
+        print(f"      done in {time.perf_counter() - start:.0f} s -> {out}", flush=True)
+        outputs.append(out)
+    return outputs
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gelora.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="cpu", help=f"one of {available_profiles()} or a YAML file")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="[NOTEBOOK.]NAME=VALUE",
+                        help="override a parameter (value read as YAML); repeatable")
+    parser.add_argument("--only", default=None, help="comma-separated notebooks to run, e.g. 04,05")
+    parser.add_argument("--run-dir", default=None, help="results folder (default: the profile's run_dir)")
+    parser.add_argument("--no-progress", action="store_true", help="no cell progress bar")
+    parser.add_argument("--list", action="store_true", help="show the plan (notebooks and parameters) and stop")
+    args = parser.parse_args(argv)
+    only = args.only.split(",") if args.only else None
+    try:
+        if args.list:
+            profile = load_profile(args.profile)
+            overrides = args.param + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
+            for path, params in plan(profile, overrides, only):
+                print(path.stem, params)
+            return 0
+        run(args.profile, args.param, only, args.run_dir, progress=not args.no_progress)
+    except (ValueError, NotebookFailed, FileNotFoundError) as err:
+        print(f"pipeline error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Every figure of the kit, in one seaborn style. Each function draws on a new figure (or a given
+axes) and returns the figure; `save` writes it under figures/ as PNG and PDF."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+METHOD_ORDER = ["full", "lora", "gelora", "adalora", "eva", "lora_xs", "lora_sb", "gelora_sb"]
+LABELS = {"full": "Full FT", "lora": "LoRA", "gelora": "GeLoRA", "adalora": "AdaLoRA", "eva": "EVA",
+          "lora_xs": "LoRA-XS", "lora_sb": "LoRA-SB", "gelora_sb": "GeLoRA-SB"}
+
+
+def set_style() -> None:
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight", "axes.titleweight": "bold"})
+
+
+def palette(methods) -> dict:
+    colours = sns.color_palette("colorblind", len(METHOD_ORDER))
+    return {m: colours[METHOD_ORDER.index(m) % len(colours)] if m in METHOD_ORDER else "grey" for m in methods}
+
+
+def save(fig, name: str, figures_dir: str | os.PathLike = "figures", formats=("png", "pdf")) -> list[Path]:
+    """Write a figure as figures_dir/name.<format> for every format; returns the paths."""
+    folder = Path(figures_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = folder / f"{name}.{fmt}"
+        fig.savefig(path)
+        paths.append(path)
+    return paths
+
+
+def _axes(ax, size=(6.4, 4.2)):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=size)
+        return fig, ax
+    return ax.figure, ax
+
+
+def twonn_fit(estimator, title: str = "TwoNN fit", true_dimension: float | None = None):
+    """Left: the mu histogram against the fitted Pareto density. Right: -log(1 - F) against
+    log(mu), the points of the fit and the line through the origin whose slope is d."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    d = estimator.dimension_
+    mu = estimator.mu_[np.isfinite(estimator.mu_)]
+    upper = np.quantile(mu, 0.99)
+    left.hist(mu[mu <= upper], bins=60, density=True, alpha=0.6, label="observed $\\mu = r_2 / r_1$")
+    grid = np.linspace(1, upper, 300)
+    left.plot(grid, d * grid ** (-d - 1), lw=2, label=f"Pareto density, d = {d:.2f}")
+    left.set(xlabel="$\\mu$ (ratio of neighbour distances, unitless)", ylabel="density", title="Distribution of $\\mu$")
+    left.legend()
+    right.scatter(estimator.log_mu_, estimator.neg_log_survival_, s=6, alpha=0.5, label="points used in the fit")
+    x = np.linspace(0, estimator.log_mu_.max(), 50)
+    right.plot(x, d * x, color="C1", lw=2, label=f"slope d = {d:.2f}")
+    if true_dimension is not None:
+        right.plot(x, true_dimension * x, "k--", lw=1, label=f"true d = {true_dimension:g}")
+    right.set(xlabel="log $\\mu$", ylabel="$-\\log(1 - F(\\mu))$", title=title)
+    right.legend()
+    fig.tight_layout()
+    return fig
+
+
+def id_profile(profiles: pd.DataFrame, ax=None, title: str = "Intrinsic dimension per layer"):
+    """Dimension per layer (0 = embeddings) with its confidence interval, one line per pooling."""
+    fig, ax = _axes(ax)
+    for pooling, group in profiles.groupby("pooling", sort=False):
+        group = group.sort_values("layer")
+        line, = ax.plot(group["layer"], group["dimension"], marker="o", label=pooling or "profile")
+        ax.fill_between(group["layer"], group["ci_low"], group["ci_high"], alpha=0.2, color=line.get_color())
+        missing = group[group["dimension"].isna()]
+        for layer in missing["layer"]:
+            ax.annotate("no ID", (layer, np.nanmin(group["dimension"])), ha="center", fontsize=8, color=line.get_color())
+    ax.set(xlabel="layer (0 = embedding output)", ylabel="intrinsic dimension (TwoNN)", title=title)
+    ax.set_xticks(sorted(profiles["layer"].unique()))
+    ax.legend(title="pooling")
+    return fig
+
+
+def id_scaling(scaling: pd.DataFrame, ax=None, title: str = "Scale dependence"):
+    """Estimate against the number of points (log axis), mean and spread over repeats."""
+    fig, ax = _axes(ax)
+    groups = scaling.groupby("label", sort=False) if "label" in scaling.columns else [("", scaling)]
+    for label, group in groups:
+        ax.errorbar(group["n_points"], group["mean"], yerr=group["std"], marker="o", capsize=3, label=label or None)
+    ax.set_xscale("log")
+    ax.set(xlabel="number of points (log scale)", ylabel="intrinsic dimension (TwoNN)", title=title)
+    if "label" in scaling.columns:
+        ax.legend()
+    return fig
+
+
+def ranks(table: pd.DataFrame, ax=None, title: str = "Rank per block"):
+    """Grouped bars: rank of every block (x) for each allocation (hue)."""
+    fig, ax = _axes(ax, (7.5, 4.2))
+    sns.barplot(data=table, x="block", y="rank", hue="method", ax=ax)
+    ax.set(xlabel="transformer block", ylabel="rank per adapted matrix", title=title)
+    return fig
+
+
+def profile_and_ranks(profile: pd.DataFrame, bounds, allocations: dict[str, list[int]]):
+    """The ID profile next to the bounds and ranks it implies."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    id_profile(profile, ax=left, title="ID profile")
+    blocks = np.arange(len(bounds))
+    table = pd.DataFrame([{"block": b, "rank": r, "method": name} for name, rs in allocations.items()
+                          for b, r in zip(blocks, rs)])
+    sns.barplot(data=table, x="block", y="rank", hue="method", ax=right)
+    right.plot(blocks, bounds, "k_", markersize=22, mew=2, label="bound max(d_i - d_{i-1}, 0)")
+    right.set(xlabel="transformer block", ylabel="rank per adapted matrix", title="Ranks from the profile")
+    right.legend()
+    fig.tight_layout()
+    return fig
+
+
+def rank_sensitivity(table: pd.DataFrame, title: str = "How the ranks depend on the estimator"):
+    """Heatmap: one row per estimator variant, one column per block, the rank in each cell."""
+    pivot = table.pivot(index="variant", columns="block", values="rank").loc[table["variant"].unique()]
+    fig, ax = plt.subplots(figsize=(1.0 * pivot.shape[1] + 4, 0.45 * pivot.shape[0] + 1.5))
+    sns.heatmap(pivot, annot=True, fmt="d", cmap="viridis", cbar_kws={"label": "rank"}, ax=ax)
+    ax.set(xlabel="transformer block", ylabel="estimator variant", title=title)
+    return fig
+
+
+def spectra(values: dict[str, np.ndarray], ax=None, title: str = "Singular values of the estimated update"):
+    """Normalised singular values (s_i / s_1) of each layer's update, log scale."""
+    fig, ax = _axes(ax)
+    for name, s in values.items():
+        ax.plot(np.arange(1, len(s) + 1), s / s[0], lw=1.2, label=name)
+    ax.set_yscale("log")
+    ax.set(xlabel="index i", ylabel="$s_i / s_1$ (log scale)", title=title)
+    if len(values) <= 12:
+        ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def approximation_error(errors: pd.DataFrame, ax=None, title: str = "Rank-r truncation error"):
+    """Relative Frobenius error of the rank-r approximation against r, per layer (columns: layer,
+    rank, error), with the mean over layers in bold."""
+    fig, ax = _axes(ax)
+    for _, group in errors.groupby("layer"):
+        ax.plot(group["rank"], group["error"], color="grey", alpha=0.35, lw=0.8)
+    mean = errors.groupby("rank")["error"].mean()
+    ax.plot(mean.index, mean.values, color="C3", lw=2.5, label="mean over layers")
+    ax.set(xlabel="rank r", ylabel="$\\|\\Delta W - \\Delta W_r\\|_F / \\|\\Delta W\\|_F$", title=title, ylim=(0, 1.02))
+    ax.legend()
+    return fig
+
+
+def subspace_stability(table: pd.DataFrame, ax=None, title: str = "Stability of the initial subspace"):
+    """Similarity of the top-r subspace estimated from n examples to a larger-sample estimate."""
+    fig, ax = _axes(ax)
+    sns.lineplot(data=table, x="num_samples", y="similarity", hue="rank", marker="o", errorbar=("pi", 100), ax=ax,
+                 palette="viridis")
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="examples in the gradient estimate (log scale)", ylabel="subspace similarity (0 to 1)",
+           title=title, ylim=(0, 1.02))
+    return fig
+
+
+def first_steps(losses: pd.DataFrame, ax=None, title: str = "First optimisation steps on the same batches"):
+    """Training loss per step (columns: method, step, loss)."""
+    fig, ax = _axes(ax)
+    sns.lineplot(data=losses, x="step", y="loss", hue="method", marker="o", ax=ax,
+                 palette=palette(losses["method"].unique()), hue_order=[m for m in METHOD_ORDER if m in set(losses["method"])])
+    ax.set(xlabel="optimiser step (0 = initialisation)", ylabel="training loss (cross-entropy, nats)", title=title)
+    return fig
+
+
+def metric_vs_params(runs: pd.DataFrame, metric: str = "accuracy", split: str = "test", ax=None,
+                     title: str | None = None):
+    """Task metric against trainable adapter parameters (log axis): one point per method, the
+    mean over seeds, with bars for the spread (min to max)."""
+    fig, ax = _axes(ax, (7, 4.6))
+    colours = palette(runs["method"].unique())
+    for method, group in runs.groupby("method"):
+        x = group["adapter_params"].median()
+        y = group[split]
+        ax.errorbar([x], [y.mean()], yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt="o", ms=8, capsize=4,
+                    color=colours[method], label=f"{LABELS.get(method, method)} (n={len(group)})")
+    ax.set_xscale("log")
+    ax.set(xlabel="trainable adapter parameters (log scale; head excluded)", ylabel=f"{split} {metric}",
+           title=title or f"{split.capitalize()} {metric} against trainable parameters")
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def training_curves(loss: pd.DataFrame, evals: pd.DataFrame, metric: str = "accuracy"):
+    """Left: training loss per step; right: validation metric per step (mean and spread over seeds)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    order = [m for m in METHOD_ORDER if m in set(loss["method"])]
+    sns.lineplot(data=loss, x="step", y="loss", hue="method", hue_order=order, palette=palette(order), ax=left,
+                 errorbar=("pi", 100))
+    left.set(xlabel="optimiser step", ylabel="training loss (nats)", title="Training loss")
+    sns.lineplot(data=evals, x="step", y="value", hue="method", hue_order=order, palette=palette(order), marker="o",
+                 ax=right, errorbar=("pi", 100), legend=False)
+    right.set(xlabel="optimiser step", ylabel=f"validation {metric}", title=f"Validation {metric}")
+    fig.tight_layout()
+    return fig
+
+
+def cost(summary: pd.DataFrame):
+    """Training time and peak memory per method (mean over seeds)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    order = [m for m in METHOD_ORDER if m in set(summary["method"])]
+    colours = palette(order)
+    data = summary.set_index("method").loc[order].reset_index()
+    left.bar(data["method"], data["train_time_s"], color=[colours[m] for m in order], label="training")
+    left.bar(data["method"], data["init_time_s"], bottom=data["train_time_s"], color="black", alpha=0.5,
+             label="initialisation (probe, EVA, gradient pass + SVD)")
+    left.set(ylabel="time per run (s)", title="Time")
+    left.legend(fontsize=8)
+    right.bar(data["method"], data["peak_memory_mb"], color=[colours[m] for m in order])
+    right.set(ylabel="peak memory above start (MB)", title="Memory")
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return fig
