@@ -92,7 +92,14 @@ def load_model(name: str = "minilm", task: str = "classification", num_labels: i
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {tuple(DTYPES)}")
     head = _head_kwargs(task, num_labels)
-    tokenizer = load_tokenizer(name)
+    if name not in BUILTIN and not Path(name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ValueError(f"unknown model {name!r}: not one of {BUILTIN} nor a local folder, "
+                         "and HF_HUB_OFFLINE=1 forbids the hub")
+    try:
+        tokenizer = load_tokenizer(name)
+    except OSError as err:
+        raise ValueError(f"unknown model {name!r}: not one of {BUILTIN}, a local folder, "
+                         f"or a hub id that can be reached ({err})") from err
     transformers.utils.logging.set_verbosity_error()  # the "newly initialised head" report
     with seeded(seed):
         if name in ("tiny-bert", "tiny-llama"):
@@ -105,9 +112,6 @@ def load_model(name: str = "minilm", task: str = "classification", num_labels: i
             model = _auto_class(task).from_config(config)
         else:
             path = minilm_path() if name == "minilm" else name
-            if name != "minilm" and not Path(name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
-                raise ValueError(f"unknown model {name!r}: not one of {BUILTIN} nor a local folder, "
-                                 "and HF_HUB_OFFLINE=1 forbids the hub")
             config = AutoConfig.from_pretrained(path)
             if task == "generation" and not _is_decoder(config):
                 raise ValueError(f"{name!r} is an encoder ({config.model_type}); causal-LM fine-tuning "

@@ -33,7 +33,7 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # ra
 
 METHODS = ("full", "lora", "gelora", "adalora", "eva", "lora_xs", "lora_sb", "gelora_sb")
 DEFAULT_LR = {"full": 5e-5, "lora": 2e-3, "gelora": 2e-3, "adalora": 2e-3, "eva": 2e-3,
-              "lora_xs": 2e-3, "lora_sb": 2e-3, "gelora_sb": 2e-3}
+              "lora_xs": 5e-3, "lora_sb": 5e-3, "gelora_sb": 5e-3}
 # Settings that do not change the numbers, left out of the run's identity.
 NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir")
 

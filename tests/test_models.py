@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from gelora.models import load_model
+
+
+@pytest.mark.parametrize("name,task", [("minilm", "classification"), ("minilm", "regression"),
+                                       ("tiny-bert", "classification"), ("tiny-llama", "generation"),
+                                       ("tiny-llama", "classification")])
+def test_every_builtin_model_loads_offline_and_trains(name, task):
+    model, tokenizer = load_model(name, task, 3 if task == "classification" else None, seed=0)
+    batch = tokenizer(["a fine film", "an awful, tedious film"], padding=True, return_tensors="pt")
+    labels = {"classification": torch.tensor([0, 2]), "regression": torch.tensor([0.5, -1.0]),
+              "generation": batch["input_ids"]}[task]
+    loss = model(**batch, labels=labels).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.ndim == 2
+               and "embed" not in str(p.shape))
+
+
+def test_minilm_is_the_pretrained_sentence_encoder():
+    model, _ = load_model("minilm", "classification", 2)
+    assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384
+    assert 22_000_000 < sum(p.numel() for p in model.parameters()) < 23_000_000
+
+
+def test_tiny_models_are_seeded_and_leave_the_global_rng_alone():
+    state = torch.get_rng_state()
+    first, _ = load_model("tiny-bert", seed=3)
+    second, _ = load_model("tiny-bert", seed=3)
+    other, _ = load_model("tiny-bert", seed=4)
+    assert torch.equal(state, torch.get_rng_state())
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert not torch.equal(first.classifier.weight, other.classifier.weight)
+
+
+def test_a_local_folder_loads_like_a_hub_model(tmp_path, tiny_bert):
+    model, tokenizer = tiny_bert
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    again, tokenizer2 = load_model(str(tmp_path), "classification", 2)
+    batch = tokenizer(["same outputs"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, again.eval()(**batch).logits)
+
+
+def test_bad_names_and_mismatched_heads_raise(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="unknown model 'no-such-model'"):
+        load_model("no-such-model")
+    with pytest.raises(ValueError, match="unknown task"):
+        load_model("tiny-bert", "translation")
+    with pytest.raises(ValueError, match="encoder"):
+        load_model("tiny-bert", "generation")
+    with pytest.raises(ValueError, match="encoder"):
+        load_model("minilm", "generation")
+    with pytest.raises(ValueError, match="one output"):
+        load_model("tiny-bert", "regression", num_labels=3)

@@ -1,0 +1,114 @@
+"""The notebooks as a user meets them: stripped, documented, parameterised, and runnable through
+papermill, alone or as the whole pipeline."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from gelora import pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+FIGURES = ["fig_id_profile", "fig_ranks_per_method", "fig_lora_sb_spectra", "fig_metric_vs_params",
+           "fig_training_curves", "fig_cost", "twonn_fit", "id_profile_poolings", "id_scaling",
+           "ranks_from_profile", "rank_sensitivity", "sb_spectra", "sb_truncation_error", "sb_subspace_stability",
+           "sb_first_steps", "training_curves"]
+
+
+def test_five_numbered_notebooks():
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_stripped_and_documented(path):
+    book = nbformat.read(str(path), as_version=4)
+    nbformat.validate(book)
+    for cell in book.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs"
+    first = book.cells[0]
+    assert first.cell_type == "markdown" and "**Reads:**" in first.source and "**Writes:**" in first.source
+    tagged = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and book.cells.index(tagged[0]) == 1
+    declared = pipeline.declared_parameters(path)  # raises if papermill cannot parse a line
+    for line in tagged[0].source.splitlines()[1:]:
+        if line.strip():
+            assert "#" in line, f"{path.name}: parameter line without a comment: {line}"
+    assert all(v["inferred_type_name"] != "None" for v in declared.values()), "every parameter is typed"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("smoke")
+    outputs = pipeline.run("smoke", overrides=[f"figures_dir={run / 'figures'}"], run_dir=str(run), progress=False)
+    return run, outputs
+
+
+def test_the_whole_pipeline_runs_on_the_smoke_profile(smoke_run):
+    run, outputs = smoke_run
+    assert [p.name for p in outputs] == [p.name for p in NOTEBOOKS]
+    for name in FIGURES:
+        assert (run / "figures" / f"{name}.png").stat().st_size > 1000, name
+    for name in ("fig_id_profile", "fig_metric_vs_params"):
+        assert (run / "figures" / f"{name}.pdf").exists()
+    table = (run / "figures" / "results_table.md").read_text()
+    for method in ("full", "lora", "gelora", "adalora", "eva", "lora_xs", "lora_sb", "gelora_sb"):
+        assert f"| {method} " in table
+    ranks = json.loads((run / "ranks.json").read_text())
+    assert ranks["allocation"]["params"] <= ranks["budget"]
+    assert len(list((run / "results").glob("*.json"))) == 8
+
+
+def test_a_rerun_reuses_finished_work(smoke_run):
+    run, _ = smoke_run
+    stamps = {p: p.stat().st_mtime for p in (run / "results").glob("*.json")}
+    pipeline.run("smoke", overrides=[f"figures_dir={run / 'figures'}"], run_dir=str(run), only=["04"], progress=False)
+    assert stamps == {p: p.stat().st_mtime for p in (run / "results").glob("*.json")}
+
+
+def test_notebooks_run_on_their_own(tmp_path):
+    """02 and 04 compute the profile they need when notebook 01 has not run."""
+    overrides = [f"figures_dir={tmp_path / 'figures'}", "04.methods=[lora, gelora]", "02.sensitivity_examples=[40]"]
+    outputs = pipeline.run("smoke", overrides=overrides, run_dir=str(tmp_path), only=["02", "04"], progress=False)
+    assert len(outputs) == 2 and (tmp_path / "id_profile.csv").exists() and (tmp_path / "ranks.json").exists()
+
+
+def test_unknown_parameters_and_profiles_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="declared by no notebook"):
+        pipeline.run("smoke", overrides=["learning_rate=3"], run_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="04_fine_tuning declares no parameter 'pooling_kind'"):
+        pipeline.run("smoke", overrides=["04.pooling_kind=mean"], run_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="must be int"):
+        pipeline.run("smoke", overrides=["01.n_examples=many"], run_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown profile 'laptop'"):
+        pipeline.run("laptop")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("common:\n  model: tiny-bert\nnotebooks:\n  01_representation_probing:\n    n_points: 3\n")
+    with pytest.raises(ValueError, match="declares no parameter 'n_points'"):
+        pipeline.run(str(bad))
+
+
+def test_a_failing_cell_is_reported_with_notebook_and_cell(tmp_path):
+    with pytest.raises(pipeline.NotebookFailed, match=r"01_representation_probing.ipynb failed in cell \d+.*unknown pooling"):
+        pipeline.run("smoke", overrides=["01.pooling=maxpool"], run_dir=str(tmp_path), only=["01"], progress=False)
+    assert (tmp_path / "executed" / "01_representation_probing.ipynb").exists()
+
+
+def test_command_line_reports_errors(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gelora.pipeline", "--profile", "smoke", "-p", "nope=1",
+                             "--run-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ))
+    assert result.returncode == 1 and "parameter 'nope' is declared by no notebook" in result.stderr
+    listing = subprocess.run([sys.executable, "-m", "gelora.pipeline", "--profile", "cpu", "--list"],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert listing.returncode == 0 and "04_fine_tuning" in listing.stdout
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
+def test_every_shipped_profile_is_valid(name):
+    steps = pipeline.plan(pipeline.load_profile(name))
+    assert len(steps) == 5

@@ -1,0 +1,156 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gelora import train
+from gelora.data import as_generation, load_dataset, tokenize
+from gelora.models import load_model
+from gelora.train import METHODS, atomic_write_json, finetune
+
+TINY = dict(model="tiny-bert", dataset="movie-sentiment", n_train=32, n_eval=16, n_test=16, batch_size=8,
+            epochs=6, evals=1, max_length=32, probe_examples=64, sb_num_samples=16, progress=False)
+
+
+def easy_task(folder):
+    """A task a tiny random model learns in a few steps: the label is one word in the sentence."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    filler = "the a film plot actor scene story music ending cast script we it was is".split()
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 32), ("validation", 16), ("test", 16)):
+        rows = []
+        for i in range(n):
+            label = ["negative", "positive"][i % 2]
+            words = list(rng.choice(filler, size=8))
+            words.insert(int(rng.integers(0, 8)), "great" if label == "positive" else "awful")
+            rows.append({"text": " ".join(words), "label": label})
+        pd.DataFrame(rows).to_csv(folder / f"{split}.csv", index=False)
+    return str(folder)
+LRS = {"full": 1e-3, "lora": 2e-2, "gelora": 2e-2, "adalora": 2e-2, "eva": 2e-2, "lora_xs": 5e-2, "lora_sb": 5e-2,
+       "gelora_sb": 5e-2}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    data = easy_task(tmp_path_factory.mktemp("easy"))
+    return {m: finetune(m, output_dir=str(out), rank=4, lr=LRS[m], **dict(TINY, dataset=data)) for m in METHODS}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_lowers_the_training_loss(records, method):
+    losses = [p["loss"] for p in records[method]["train_loss"]]
+    assert len(losses) == records[method]["steps"] == 24
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.05, losses
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "full"])
+def test_trainable_counts_match_the_formulas(records, method):
+    record = records[method]
+    assert record["adapter_params"] == record["expected_adapter_params"]
+    assert record["head_params"] == 64 * 2 + 2  # the classification head trains with every method
+    if method in ("lora_xs", "lora_sb"):
+        assert record["adapter_params"] == 8 * 4 ** 2
+
+
+def test_full_trains_everything(records):
+    assert records["full"]["trainable_params"] == records["full"]["total_params"]
+
+
+def test_record_contents(records, tmp_path):
+    record = records["gelora_sb"]
+    for key in ("final", "best", "test", "evals", "train_loss", "wall_time_s", "peak_memory_mb", "versions",
+                "config", "allocation", "sb_init_lr", "init_time_s"):
+        assert key in record
+    assert record["config"]["seed"] == 0 and record["config"]["lr"] == LRS["gelora_sb"]
+    assert {"accuracy", "f1", "mcc"} <= set(record["final"])
+    assert record["versions"]["torch"] == torch.__version__
+    assert records["adalora"]["final_ranks"] and records["adalora"]["effective_adapter_params"] > 0
+
+
+def test_same_seed_same_numbers_and_reuse(tmp_path, monkeypatch):
+    args = dict(TINY, epochs=1, output_dir=str(tmp_path))
+    first = finetune("lora_sb", **args)
+    second = finetune("lora_sb", force=True, **args)
+    assert first["final"] == second["final"] and first["train_loss"] == second["train_loss"]
+    monkeypatch.setattr(train, "_run", lambda *a: pytest.fail("a finished run was retrained"))
+    reused = finetune("lora_sb", **args)
+    assert reused["reused"] and reused["final"] == first["final"]
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["run_id"] == first["run_id"]
+
+
+def test_an_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
+    path = tmp_path / "record.json"
+
+    def crash(payload, handle, **kwargs):
+        handle.write('{"half": ')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.json, "dump", crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_json(path, {"a": 1})
+    assert not path.exists() and not list(tmp_path.iterdir())
+    monkeypatch.undo()
+    atomic_write_json(path, {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+
+
+def test_bad_inputs_raise(tmp_path):
+    with pytest.raises(ValueError, match="unknown method 'qlora'"):
+        finetune("qlora", output_dir=str(tmp_path))
+    with pytest.raises(TypeError, match="unknown finetune argument"):
+        finetune("lora", learning_rate=1e-3)
+    with pytest.raises(ValueError, match="below half of one uniform LoRA rank"):
+        finetune("lora", budget=10, output_dir=str(tmp_path), **TINY)
+    with pytest.raises(ValueError, match="below the smallest allocation"):
+        finetune("gelora", budget=100, output_dir=str(tmp_path), **TINY)
+    with pytest.raises(ValueError, match="is a regression task"):
+        finetune("lora", output_dir=str(tmp_path), **dict(TINY, dataset="movie-rating"), task="classification")
+    with pytest.raises(ValueError, match="no CUDA"):
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA device is present")
+        finetune("lora", device="cuda", output_dir=str(tmp_path), **TINY)
+
+
+def test_regression_reports_correlations(tmp_path):
+    record = finetune("lora", output_dir=str(tmp_path), lr=2e-2, **dict(TINY, dataset="movie-rating", epochs=1))
+    assert record["task"] == "regression" and record["metric"] == "pearson"
+    assert {"pearson", "spearman", "mse"} <= set(record["test"])
+
+
+def test_causal_lm_masks_the_prompt_and_trains(tmp_path):
+    model, tokenizer = load_model("tiny-llama", "generation")
+    data = as_generation(load_dataset("trec6", "train").subset(4))
+    item = tokenize(data, tokenizer, 48)[0]
+    ids, labels = torch.tensor([item["input_ids"]]), torch.tensor([item["labels"]])
+    logits = model(input_ids=ids).logits
+    keep = labels[0, 1:] != -100
+    manual = torch.nn.functional.cross_entropy(logits[0, :-1][keep], labels[0, 1:][keep])
+    torch.testing.assert_close(model(input_ids=ids, labels=labels).loss, manual)
+    assert keep.sum() < len(item["input_ids"]) / 2  # the prompt is most of the sequence and is not scored
+    record = finetune("lora_sb", model="tiny-llama", dataset="trec6", task="generation", output_dir=str(tmp_path),
+                      **{k: v for k, v in TINY.items() if k not in ("model", "dataset")}, lr=5e-2)
+    losses = [p["loss"] for p in record["train_loss"]]
+    assert record["metric"] == "accuracy" and np.mean(losses[-4:]) < np.mean(losses[:4])
+
+
+def test_command_line(tmp_path, capsys):
+    assert train.main(["--method", "lora", "--model", "tiny-bert", "--n-train", "16", "--n-eval", "8",
+                       "--n-test", "8", "--batch-size", "8", "--no-progress", "--max-length", "16",
+                       "--output-dir", str(tmp_path), "--target-modules", "query", "value"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["method"] == "lora" and summary["adapter_params"] == 8 * 128 * 8
+
+
+def test_plain_loop(tiny_bert, batches):
+    from gelora.lora_sb import apply_lora_sb, estimate_update
+
+    model, _ = tiny_bert
+    apply_lora_sb(model, estimate_update(model, batches, ["query", "value"], 16, 1e-2), rank=4,
+                  target_modules=["query", "value"])
+    losses = train.train_steps(model, batches[:2], steps=20, lr=5e-2)
+    assert len(losses) == 21 and min(losses[-3:]) < losses[0]
