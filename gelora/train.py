@@ -177,6 +177,7 @@ def atomic_write_json(path: Path, payload: dict) -> None:
             json.dump(payload, handle, indent=2, default=_jsonable)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a record is for everyone who reads the run
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -449,7 +450,7 @@ def train_steps(model, batches, steps: int, lr: float, weight_decay: float = 0.0
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
@@ -550,8 +551,13 @@ def _run(config: FinetuneConfig, path: Path) -> dict:
     return record
 
 
+TIMINGS = ("runtime", "samples_per_second", "steps_per_second")
+
+
 def _strip(metrics: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+    """Metrics without their prefix, timings left out (they belong to the run, not the model)."""
+    return {k[len(prefix):]: v for k, v in metrics.items()
+            if k.startswith(prefix) and not k.endswith(TIMINGS)}
 
 
 # ---------------------------------------------------------------- command line
