@@ -11,6 +11,7 @@ import pandas as pd
 import seaborn as sns
 
 METHOD_ORDER = ["full", "lora", "gelora", "adalora", "eva", "lora_xs", "lora_sb", "gelora_sb"]
+MARKERS = dict(zip(METHOD_ORDER, ["o", "s", "D", "^", "v", "P", "X", "*"]))
 LABELS = {"full": "Full FT", "lora": "LoRA", "gelora": "GeLoRA", "adalora": "AdaLoRA", "eva": "EVA",
           "lora_xs": "LoRA-XS", "lora_sb": "LoRA-SB", "gelora_sb": "GeLoRA-SB"}
 
@@ -96,11 +97,22 @@ def id_scaling(scaling: pd.DataFrame, ax=None, title: str = "Scale dependence"):
     return fig
 
 
-def ranks(table: pd.DataFrame, ax=None, title: str = "Rank per block"):
-    """Grouped bars: rank of every block (x) for each allocation (hue)."""
-    fig, ax = _axes(ax, (7.5, 4.2))
-    sns.barplot(data=table, x="block", y="rank", hue="method", ax=ax)
-    ax.set(xlabel="transformer block", ylabel="rank per adapted matrix", title=title)
+def ranks(table: pd.DataFrame, title: str = "Rank per block"):
+    """Rank of every block for each method, in two panels: LoRA-type adapters (r (in + out)
+    parameters per matrix) and LoRA-XS-type cores (r^2 per matrix), whose ranks differ in scale."""
+    families = [("LoRA-type: r (in + out) parameters per matrix", ["lora", "gelora", "adalora", "eva"]),
+                ("LoRA-XS-type: r\u00b2 parameters per matrix", ["lora_xs", "lora_sb", "gelora_sb"])]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    for ax, (label, members) in zip(axes, families):
+        part = table[table["method"].isin(members)]
+        order = [m for m in members if m in set(part["method"])]
+        if part.empty:
+            ax.set_axis_off()
+            continue
+        sns.barplot(data=part, x="block", y="rank", hue="method", hue_order=order, palette=palette(order), ax=ax)
+        ax.set(xlabel="transformer block", ylabel="rank per adapted matrix", title=label)
+    fig.suptitle(title, fontweight="bold")
+    fig.tight_layout()
     return fig
 
 
@@ -173,21 +185,32 @@ def first_steps(losses: pd.DataFrame, ax=None, title: str = "First optimisation 
     return fig
 
 
-def metric_vs_params(runs: pd.DataFrame, metric: str = "accuracy", split: str = "test", ax=None,
+def metric_vs_params(runs: pd.DataFrame, metric: str = "accuracy", split: str = "test",
                      title: str | None = None):
-    """Task metric against trainable adapter parameters (log axis): one point per method, the
-    mean over seeds, with bars for the spread (min to max)."""
-    fig, ax = _axes(ax, (7, 4.6))
+    """Left: task metric against trainable adapter parameters (log axis), one marker per method at
+    the mean over seeds, bars from the worst to the best seed. Right: every seed of every method,
+    so that methods with the same parameter count can be told apart."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.1, 1]})
     colours = palette(runs["method"].unique())
-    for method, group in runs.groupby("method"):
+    present = [m for m in METHOD_ORDER if m in set(runs["method"])] + sorted(set(runs["method"]) - set(METHOD_ORDER))
+    for method in present:
+        group = runs[runs["method"] == method]
         x = group["adapter_params"].median()
         y = group[split]
-        ax.errorbar([x], [y.mean()], yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt="o", ms=8, capsize=4,
-                    color=colours[method], label=f"{LABELS.get(method, method)} (n={len(group)})")
-    ax.set_xscale("log")
-    ax.set(xlabel="trainable adapter parameters (log scale; head excluded)", ylabel=f"{split} {metric}",
-           title=title or f"{split.capitalize()} {metric} against trainable parameters")
-    ax.legend(fontsize=8, loc="best")
+        left.errorbar([x], [y.mean()], yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt=MARKERS.get(method, "o"),
+                      ms=9, capsize=4, color=colours[method], alpha=0.85,
+                      label=f"{LABELS.get(method, method)} ({x:,.0f} params, {len(group)} seeds)")
+    left.set_xscale("log")
+    left.set(xlabel="trainable adapter parameters (log scale; head excluded)", ylabel=f"{split} {metric}",
+             title=title or f"{split.capitalize()} {metric} against trainable parameters")
+    left.legend(fontsize=8, loc="best")
+    sns.stripplot(data=runs, x="method", y=split, order=present, hue="method", hue_order=present,
+                  palette=colours, size=7, jitter=0.15, ax=right, legend=False)
+    sns.pointplot(data=runs, x="method", y=split, order=present, color="black", markers="_", linestyles="none",
+                  errorbar=None, ax=right)
+    right.set(xlabel="", ylabel=f"{split} {metric}", title="Every seed (dots) and the mean (bar)")
+    right.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
     return fig
 
 

@@ -44,6 +44,7 @@ def summary_table(runs: pd.DataFrame, order: list[str] | None = None) -> pd.Data
     grouped = runs.groupby("method")
     table = pd.DataFrame({
         "adapter_params": grouped["adapter_params"].median().astype(int),
+        "effective_adapter_params": grouped["effective_adapter_params"].median().astype(int),
         "trainable_params": grouped["trainable_params"].median().astype(int),
         "seeds": grouped["seed"].apply(lambda s: ",".join(str(x) for x in sorted(s))),
         "n_seeds": grouped.size(),
@@ -61,7 +62,8 @@ def to_markdown(summary: pd.DataFrame, metric: str = "accuracy") -> str:
     """The summary as a Markdown table (mean ± std over seeds)."""
     view = pd.DataFrame({
         "method": summary["method"],
-        "trainable adapter params": summary["adapter_params"].map("{:,}".format),
+        "trainable adapter params": [f"{a:,}" if a == e else f"{a:,} ({e:,} after pruning)"
+                                     for a, e in zip(summary["adapter_params"], summary["effective_adapter_params"])],
         "seeds": summary["seeds"],
         f"validation {metric}": [f"{m:.4f} ± {s:.4f}" if np.isfinite(s) else f"{m:.4f}"
                                  for m, s in zip(summary["validation_mean"], summary["validation_std"])],

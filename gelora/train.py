@@ -73,6 +73,7 @@ class FinetuneConfig:
     sb_num_samples: int = 64  # examples for the LoRA-SB update estimate
     sb_init_lr: float | None = None  # None: lr of the first warm-up step (lr / warmup steps)
     eva_examples: int = 256
+    adalora_orth_reg: float = 0.1  # AdaLoRA's orthogonality penalty (its paper's GLUE value; PEFT's default is 0.5)
     generation_template: str = "Text: {text}\nLabel:"
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
@@ -339,7 +340,8 @@ def prepare(config: FinetuneConfig, model, tokenizer, train, train_tokens, total
             raise ValueError(f"AdaLoRA needs more training steps than {total_steps} for its schedule")
         model = get_peft_model(model, AdaLoraConfig(
             init_r=init_r, target_r=target_r, tinit=tinit, tfinal=tfinal, deltaT=max(1, total_steps // 50),
-            total_step=total_steps, lora_alpha=config.lora_scale * target_r, lora_dropout=config.dropout,
+            total_step=total_steps, orth_reg_weight=config.adalora_orth_reg,
+            lora_alpha=config.lora_scale * target_r, lora_dropout=config.dropout,
             target_modules=list(targets), task_type=task_type))
         info.update(ranks={"init_r": init_r, "target_r": target_r},
                     expected_adapter_params=adalora_params(shapes, init_r),

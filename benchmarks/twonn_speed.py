@@ -1,0 +1,99 @@
+"""TwoNN speed and agreement: gelora.twonn against scikit-dimension, and the probe's overhead.
+
+    python benchmarks/twonn_speed.py                 # N in {2k, 10k, 50k}, D in {384, 768}
+    python benchmarks/twonn_speed.py --sizes 2000 10000 --skdim-max 10000
+
+For every (N, D): our time (exact search, no bootstrap, as scikit-dimension computes no interval),
+scikit-dimension's time, their ratio, both estimates and their relative difference, and the time
+of one float32 product X X^T, the floor of any exact search. Then the probe (hidden states of
+every layer, pooled) against a plain forward pass over the same batches of the packaged MiniLM.
+Timings are the best of --repeats runs, in seconds, on however many threads torch uses here.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from gelora import synthetic
+from gelora.twonn import TwoNN
+
+
+def best_of(fn, repeats: int) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def estimator_table(sizes, dims, repeats, skdim_max):
+    import skdim
+
+    print(f"\nTwoNN on a 16-dimensional Gaussian embedded in D dimensions plus 1% noise (torch threads: "
+          f"{torch.get_num_threads()})")
+    print(f"{'N':>7} {'D':>5} {'X X^T (s)':>10} {'gelora (s)':>11} {'skdim (s)':>10} {'speed-up':>9} "
+          f"{'d gelora':>10} {'d skdim':>10} {'rel. diff':>10}")
+    for n in sizes:
+        for d in dims:
+            X = (synthetic.gaussian(n, 16, d, seed=0) + 0.01 * np.random.default_rng(1).normal(size=(n, d))).astype(np.float32)
+            Xt = torch.from_numpy(X)
+            t_gemm, _ = best_of(lambda: Xt @ Xt.T, 1 if n > 20000 else repeats)
+            t_ours, ours = best_of(lambda: TwoNN(n_bootstrap=0).fit(X).dimension_, repeats)
+            if n <= skdim_max:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    t_ref, ref = best_of(lambda: skdim.id.TwoNN().fit(X).dimension_, repeats)
+                cells = f"{t_ref:>10.2f} {t_ref / t_ours:>8.1f}x {ours:>10.4f} {ref:>10.4f} {abs(ours - ref) / ref:>10.1e}"
+            else:
+                cells = f"{'skipped':>10} {'':>9} {ours:>10.4f} {'':>10} {'':>10}"
+            print(f"{n:>7} {d:>5} {t_gemm:>10.2f} {t_ours:>11.2f} {cells}", flush=True)
+
+
+def probe_table(n_texts, batch_size, repeats):
+    from gelora.data import load_dataset
+    from gelora.models import load_model
+    from gelora.probe import backbone, hidden_states
+
+    model, tokenizer = load_model("minilm", "classification", 2)
+    model.eval()
+    texts = load_dataset("movie-sentiment", "train").subset(n_texts, seed=0).texts
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=64)["input_ids"]]
+    order = np.argsort(-np.array(lengths), kind="stable")
+    batches = [tokenizer([texts[i] for i in order[s:s + batch_size]], padding=True, truncation=True, max_length=64,
+                         return_tensors="pt") for s in range(0, len(texts), batch_size)]
+
+    def plain():
+        with torch.inference_mode():
+            for batch in batches:
+                backbone(model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+    print(f"\nProbe overhead: MiniLM, {n_texts} movie sentences, batches of {batch_size}, max 64 tokens, "
+          "the same length-sorted batches")
+    t_plain, _ = best_of(plain, repeats)
+    print(f"{'plain forward (s)':>28}: {t_plain:.2f}")
+    for pooling in ("mean", "cls", "tokens"):
+        t_probe, _ = best_of(lambda: hidden_states(model, tokenizer, texts, pooling=pooling, max_length=64,
+                                                   batch_size=batch_size, progress=False), repeats)
+        print(f"{'probe, ' + pooling + ' pooling (s)':>28}: {t_probe:.2f}  overhead {100 * (t_probe / t_plain - 1):+.1f}%")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000, 50000])
+    parser.add_argument("--dims", type=int, nargs="+", default=[384, 768])
+    parser.add_argument("--skdim-max", type=int, default=10000,
+                        help="largest N given to scikit-dimension (it sorts full distance rows: minutes at 50k)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--probe-texts", type=int, default=1000)
+    args = parser.parse_args()
+    estimator_table(args.sizes, args.dims, args.repeats, args.skdim_max)
+    probe_table(args.probe_texts, 64, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
