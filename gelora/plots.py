@@ -33,7 +33,8 @@ def save(fig, name: str, figures_dir: str | os.PathLike = "figures", formats=("p
     paths = []
     for fmt in formats:
         path = folder / f"{name}.{fmt}"
-        fig.savefig(path)
+        # no creation date in PDFs: the same run gives the same bytes, so figures/ only changes when results do
+        fig.savefig(path, metadata={"CreationDate": None} if fmt == "pdf" else None)
         paths.append(path)
     return paths
 

@@ -82,6 +82,16 @@ class FinetuneConfig:
     force: bool = False
     progress: bool = True
 
+    def __post_init__(self):
+        """Normalise types so that the same settings give the same run identity whether they
+        come from Python, YAML (1) or the command line (1.0)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if str(f.type).startswith("float") and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
+            elif isinstance(value, tuple):
+                setattr(self, f.name, list(value))
+
     def identity(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_IDENTITY}
 
@@ -98,6 +108,8 @@ def validate(config: FinetuneConfig) -> None:
     for name in ("epochs", "batch_size", "max_length", "rank", "sb_num_samples"):
         if getattr(config, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+    if config.lr is not None and config.lr <= 0:
+        raise ValueError(f"lr must be positive, got {config.lr}")
     if config.budget is not None and config.budget <= 0:
         raise ValueError(f"budget must be positive, got {config.budget}")
     if config.device not in ("auto", "cpu", "cuda"):
@@ -476,6 +488,7 @@ def finetune(method: str | None = None, config: FinetuneConfig | None = None, **
 
 
 def _run(config: FinetuneConfig, path: Path) -> dict:
+    """Train and evaluate one run, write its record to `path` (named by the run's identity)."""
     import transformers
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
@@ -489,7 +502,6 @@ def _run(config: FinetuneConfig, path: Path) -> dict:
     wall = time.perf_counter()
     data = _load_data(config)
     train, task = data["train"], data["train"].task
-    config.task = task
     model, tokenizer = load_model(config.model, task, train.num_labels if task == "classification" else None,
                                   seed=config.seed)
     tokens = {split: tokenize(d, tokenizer, config.max_length) for split, d in data.items()}
@@ -530,7 +542,7 @@ def _run(config: FinetuneConfig, path: Path) -> dict:
     trainable = count_trainable(model)
     head = _head_params(model)
     record = {
-        "run_id": config.run_id, "method": config.method, "model": config.model, "dataset": config.dataset,
+        "run_id": path.stem, "method": config.method, "model": config.model, "dataset": config.dataset,
         "seed": config.seed, "task": task, "metric": primary,
         "final": {primary: final[f"eval_{primary}"], **_strip(final, "eval_")},
         "best": {primary: max(e[f"eval_{primary}"] for e in evals), "step": max(evals, key=lambda e: e[f"eval_{primary}"])["step"]},

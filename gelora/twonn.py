@@ -43,15 +43,30 @@ def _as_tensor(X, device=None) -> torch.Tensor:
 
 def deduplicate(X: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Remove exact duplicate rows (they give r1 = 0, mu = inf), keeping first occurrences in
-    order. Returns (distinct rows, number removed). Rows are compared as raw bytes (-0.0 is
-    first made 0.0), which sorts quickly because distinct rows differ early."""
-    array = np.ascontiguousarray((X + 0.0).cpu().numpy())
-    rows = array.view(np.dtype((np.void, array.dtype.itemsize * array.shape[1]))).ravel()
-    _, first = np.unique(rows, return_index=True)
-    if len(first) == len(rows):
+    order. Returns (distinct rows, number removed). Rows are sorted by their first two columns
+    (cheap); only rows that tie there are compared in full, so distinct data costs one sort."""
+    array = (X + 0.0).cpu().numpy()  # + 0.0 turns -0.0 into 0.0
+    keys = array[:, : min(2, array.shape[1])]
+    order = np.lexsort(keys.T[::-1])
+    sorted_keys = keys[order]
+    ties = np.flatnonzero((sorted_keys[1:] == sorted_keys[:-1]).all(axis=1))
+    if len(ties) == 0:
         return X, 0
-    keep = torch.from_numpy(np.sort(first)).to(X.device)
-    return X[keep], X.shape[0] - len(first)
+    drop = np.zeros(len(array), dtype=bool)
+    starts = ties[np.r_[True, np.diff(ties) > 1]]  # first index of each run of equal keys
+    for start in starts:
+        end = start + 1
+        while end < len(order) and (sorted_keys[end] == sorted_keys[start]).all():
+            end += 1
+        members = np.sort(order[start:end])  # original positions, earliest first
+        _, first = np.unique(np.ascontiguousarray(array[members]), axis=0, return_index=True)
+        keep = np.zeros(len(members), dtype=bool)
+        keep[first] = True
+        drop[members[~keep]] = True
+    if not drop.any():
+        return X, 0
+    kept = torch.from_numpy(np.flatnonzero(~drop)).to(X.device)
+    return X[kept], int(drop.sum())
 
 
 def _merge(best_d, best_i, d, i, k):

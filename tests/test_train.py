@@ -158,3 +158,10 @@ def test_plain_loop(tiny_bert, batches):
                   target_modules=["query", "value"])
     losses = train.train_steps(model, batches[:2], steps=20, lr=5e-2)
     assert len(losses) == 21 and min(losses[-3:]) < losses[0]
+
+
+def test_the_same_settings_have_one_identity_whatever_their_source():
+    from_yaml = train.FinetuneConfig("lora", epochs=1, gelora_offset=1, target_modules=("query", "value"))
+    from_cli = train.FinetuneConfig("lora", epochs=1.0, gelora_offset=1.0, target_modules=["query", "value"])
+    assert from_yaml.run_id == from_cli.run_id
+    assert train.FinetuneConfig("lora", seed=1).run_id != from_cli.run_id
