@@ -1,10 +1,13 @@
 """The method comparison of the `cpu` profile: every method, 3 seeds, matched trainable budget.
 
-    python benchmarks/compare_methods.py [--profile cpu] [--run-dir runs/cpu]
+    python benchmarks/compare_methods.py [--profile cpu] [--run-dir runs/cpu] [--small-cores 8]
 
 It calls gelora.train.finetune with exactly the settings of the profile's notebook 04, so runs
-that the pipeline already finished are read back, not retrained. Prints the table (trainable
-adapter parameters, seeds, mean ± std of the metric, time per run) and writes it as JSON.
+that the pipeline already finished are read back, not retrained. With --small-cores R it adds
+LoRA-XS and LoRA-SB at rank R without budget matching (R = 8: 768 trainable adapter parameters,
+96x fewer than LoRA r = 8), the setting of LoRA-SB's "as good as LoRA with far fewer parameters"
+claim. Prints the table (trainable adapter parameters, seeds, mean ± std of the metric, time per
+run) and writes it as JSON.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--run-dir", default=None)
+    parser.add_argument("--small-cores", type=int, default=None, help="also run lora_xs / lora_sb at this rank")
     args = parser.parse_args()
     profile = load_profile(args.profile)
     common, grid = profile["common"], profile["notebooks"]["04_fine_tuning"]
@@ -41,18 +45,22 @@ def main():
     shapes = block_shapes(net, targets)
     budget = lora_params(shapes, {k: grid["reference_rank"] for k in shapes})
     records = []
-    for method in grid["methods"]:
+    plan = [(m, None if m == "full" else budget, 8, m) for m in grid["methods"]]  # 8: the default rank
+    if args.small_cores:
+        plan += [(m, None, args.small_cores, f"{m} r={args.small_cores}") for m in ("lora_xs", "lora_sb")]
+    for method, run_budget, rank, label in plan:
         for seed in grid["seeds"]:
-            record = finetune(method, model=model, dataset=dataset, seed=seed, budget=None if method == "full" else budget,
-                              target_modules=targets, profile=str(profile_path), n_train=grid["n_train"],
+            record = finetune(method, model=model, dataset=dataset, seed=seed, budget=run_budget,
+                              rank=rank, target_modules=targets, profile=str(profile_path), n_train=grid["n_train"],
                               n_eval=grid["n_eval"], n_test=grid["n_test"], test_split=grid.get("test_split", "test"),
                               epochs=float(grid["epochs"]), batch_size=grid["batch_size"],
                               max_length=common["max_length"], output_dir=str(run / "results"),
                               cache_dir=str(run / "cache"), progress=False)
             record.pop("model_object", None)
+            record["method"] = label
             records.append(record)
-            print(f"{method:>10} seed {seed}: {record['test'][record['metric']]:.4f}", flush=True)
-    summary = summary_table(runs_table(records), order=grid["methods"])
+            print(f"{label:>14} seed {seed}: {record['test'][record['metric']]:.4f}", flush=True)
+    summary = summary_table(runs_table(records), order=[label for *_, label in plan])
     print(f"\n{model} on {dataset}, budget {budget:,} trainable adapter parameters (uniform LoRA r="
           f"{grid['reference_rank']}), seeds {grid['seeds']}\n")
     print(to_markdown(summary, records[0]["metric"]))
