@@ -18,7 +18,7 @@ from gelora.data import load_dataset
 from gelora.models import load_model
 from gelora.pipeline import load_profile, resolve
 from gelora.probe import probe_dataset, save_profile
-from gelora.ranks import lora_params
+from gelora.ranks import uniform_budget
 from gelora.results import runs_table, summary_table, to_markdown
 from gelora.targets import block_shapes, default_targets
 from gelora.train import finetune
@@ -42,8 +42,7 @@ def main():
     data = load_dataset(dataset, "train")
     net, _ = load_model(model, data.task, data.num_labels)
     targets = grid.get("target_modules") or default_targets(net)
-    shapes = block_shapes(net, targets)
-    budget = lora_params(shapes, {k: grid["reference_rank"] for k in shapes})
+    budget = uniform_budget(block_shapes(net, targets), grid["reference_rank"])
     records = []
     plan = [(m, None if m == "full" else budget, 8, m) for m in grid["methods"]]  # 8: the default rank
     if args.small_cores:

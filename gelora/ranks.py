@@ -82,7 +82,7 @@ def geometric_bounds(profile, undefined: str = "raise") -> tuple[np.ndarray, lis
     return bounds, notes
 
 
-def _block_costs(shapes: Mapping[int, list], n_blocks: int, adapter: str) -> list:
+def _shapes_in_order(shapes: Mapping[int, list], n_blocks: int, adapter: str) -> list:
     if adapter not in ADAPTERS:
         raise ValueError(f"unknown adapter {adapter!r}; expected one of {ADAPTERS}")
     missing = [k for k in range(n_blocks) if k not in shapes]
@@ -141,15 +141,14 @@ def gelora_ranks(profile, min_rank: int = 0, max_rank: int | None = None, roundi
         return RankAllocation(ranks, bounds.tolist(), dims.tolist(), adapter, params, None, settings, notes)
     if shapes is None:
         raise ValueError("budget matching needs the model's target shapes: shapes=block_shapes(model, targets)")
-    mats = _block_costs(shapes, len(bounds), adapter)
+    mats = _shapes_in_order(shapes, len(bounds), adapter)
     caps = _max_ranks(mats, max_rank)
     if (weights == 0).all():
         raise ValueError("every GeLoRA bound is 0 and offset is 0: there is no profile shape to spread "
                          "a budget over; pass offset > 0 (ranks follow bound + offset) or use min_rank")
 
     def cost(ranks) -> int:
-        return sum(int(r) * (i + o) if adapter == "lora" else int(r) ** 2
-                   for r, m in zip(ranks, mats) for _, i, o in m)
+        return adapter_params(dict(enumerate(mats)), ranks, adapter)
 
     def continuous(scale):
         return [min(max(scale * w, min_rank), cap) for w, cap in zip(weights, caps)]
@@ -308,6 +307,11 @@ def adalora_params(shapes, rank: int) -> int:
 
 def _uniform(shapes, rank):
     return {k: rank for k in shapes}
+
+
+def uniform_budget(shapes, rank: int) -> int:
+    """The trainable adapter parameters of uniform LoRA at `rank`: the usual reference budget."""
+    return lora_params(shapes, _uniform(shapes, rank))
 
 
 @dataclass

@@ -6,7 +6,7 @@ from peft import PeftModel, get_peft_model
 
 from gelora.models import load_model
 from gelora.ranks import (adalora_params, check_ranks, count_trainable, geometric_bounds, gelora_ranks, lora_config,
-                          lora_params, lora_sb_params, matched_baselines, realised_ranks)
+                          lora_params, lora_sb_params, matched_baselines, realised_ranks, uniform_budget)
 from gelora.targets import block_index, block_shapes, find_targets
 
 PROFILE = [10.0, 12.0, 11.0, 15.2, 15.2]  # bounds: 2, 0, 4.2, 0
@@ -115,7 +115,7 @@ def test_wrong_names_raise(tiny_bert):
 def test_matched_baselines(tiny_bert):
     shapes = block_shapes(tiny_bert[0], ["query", "value"])  # 8 matrices of 64 x 64
     baselines = matched_baselines(shapes, 8 * 128 * 4)
-    assert baselines["lora"].setting == {"r": 4} and baselines["lora"].params == 4096
+    assert baselines["lora"].setting == {"r": 4} and baselines["lora"].params == 4096 == uniform_budget(shapes, 4)
     assert baselines["lora_sb"].setting == {"r": 23} and baselines["lora_sb"].params == 8 * 23 ** 2
     assert baselines["adalora"].setting == {"target_r": 4, "init_r": 6}
     assert baselines["adalora"].params == adalora_params(shapes, 4) == 8 * 4 * 129
