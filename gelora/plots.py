@@ -10,10 +10,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-METHOD_ORDER = ["full", "lora", "gelora", "adalora", "eva", "lora_xs", "lora_sb", "gelora_sb"]
-MARKERS = dict(zip(METHOD_ORDER, ["o", "s", "D", "^", "v", "P", "X", "*"]))
-LABELS = {"full": "Full FT", "lora": "LoRA", "gelora": "GeLoRA", "adalora": "AdaLoRA", "eva": "EVA",
-          "lora_xs": "LoRA-XS", "lora_sb": "LoRA-SB", "gelora_sb": "GeLoRA-SB"}
+from . import methods
+
 
 
 def set_style() -> None:
@@ -21,9 +19,10 @@ def set_style() -> None:
     plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight", "axes.titleweight": "bold"})
 
 
-def palette(methods) -> dict:
-    colours = sns.color_palette("colorblind", len(METHOD_ORDER))
-    return {m: colours[METHOD_ORDER.index(m) % len(colours)] if m in METHOD_ORDER else "grey" for m in methods}
+def palette(names) -> dict:
+    """Each method's colour from the registry (the same in every figure); grey for other names."""
+    colours = methods.colours()
+    return {m: colours.get(m, "grey") for m in names}
 
 
 def save(fig, name: str, figures_dir: str | os.PathLike = "figures", formats=("png", "pdf")) -> list[Path]:
@@ -101,8 +100,8 @@ def id_scaling(scaling: pd.DataFrame, ax=None, title: str = "Scale dependence"):
 def ranks(table: pd.DataFrame, title: str = "Rank per block"):
     """Rank of every block for each method, in two panels: LoRA-type adapters (r (in + out)
     parameters per matrix) and LoRA-XS-type cores (r^2 per matrix), whose ranks differ in scale."""
-    families = [("LoRA-type: r (in + out) parameters per matrix", ["lora", "gelora", "adalora", "eva"]),
-                ("LoRA-XS-type: r\u00b2 parameters per matrix", ["lora_xs", "lora_sb", "gelora_sb"])]
+    families = [("LoRA-type: r (in + out) parameters per matrix", methods.family_members("lora")),
+                ("LoRA-XS-type: r\u00b2 parameters per matrix", methods.family_members("lora_xs"))]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     for ax, (label, members) in zip(axes, families):
         part = table[table["method"].isin(members)]
@@ -181,7 +180,7 @@ def first_steps(losses: pd.DataFrame, ax=None, title: str = "First optimisation 
     """Training loss per step (columns: method, step, loss)."""
     fig, ax = _axes(ax)
     sns.lineplot(data=losses, x="step", y="loss", hue="method", marker="o", ax=ax,
-                 palette=palette(losses["method"].unique()), hue_order=[m for m in METHOD_ORDER if m in set(losses["method"])])
+                 palette=palette(losses["method"].unique()), hue_order=methods.order(losses["method"]))
     ax.set(xlabel="optimiser step (0 = initialisation)", ylabel="training loss (cross-entropy, nats)", title=title)
     return fig
 
@@ -193,14 +192,14 @@ def metric_vs_params(runs: pd.DataFrame, metric: str = "accuracy", split: str = 
     so that methods with the same parameter count can be told apart."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.1, 1]})
     colours = palette(runs["method"].unique())
-    present = [m for m in METHOD_ORDER if m in set(runs["method"])] + sorted(set(runs["method"]) - set(METHOD_ORDER))
+    present = methods.order(runs["method"])
     for method in present:
         group = runs[runs["method"] == method]
         x = group["adapter_params"].median()
         y = group[split]
-        left.errorbar([x], [y.mean()], yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt=MARKERS.get(method, "o"),
+        left.errorbar([x], [y.mean()], yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt=methods.marker(method),
                       ms=9, capsize=4, color=colours[method], alpha=0.85,
-                      label=f"{LABELS.get(method, method)} ({x:,.0f} params, {len(group)} seeds)")
+                      label=f"{methods.label(method)} ({x:,.0f} params, {len(group)} seeds)")
     left.set_xscale("log")
     left.set(xlabel="trainable adapter parameters (log scale; head excluded)", ylabel=f"{split} {metric}",
              title=title or f"{split.capitalize()} {metric} against trainable parameters")
@@ -218,7 +217,7 @@ def metric_vs_params(runs: pd.DataFrame, metric: str = "accuracy", split: str = 
 def training_curves(loss: pd.DataFrame, evals: pd.DataFrame, metric: str = "accuracy"):
     """Left: training loss per step; right: validation metric per step (mean and spread over seeds)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
-    order = [m for m in METHOD_ORDER if m in set(loss["method"])]
+    order = methods.order(loss["method"])
     sns.lineplot(data=loss, x="step", y="loss", hue="method", hue_order=order, palette=palette(order), ax=left,
                  errorbar=("pi", 100))
     left.set(xlabel="optimiser step", ylabel="training loss (nats)", title="Training loss")
@@ -232,7 +231,7 @@ def training_curves(loss: pd.DataFrame, evals: pd.DataFrame, metric: str = "accu
 def cost(summary: pd.DataFrame):
     """Training time and peak memory per method (mean over seeds)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
-    order = [m for m in METHOD_ORDER if m in set(summary["method"])]
+    order = methods.order(summary["method"])
     colours = palette(order)
     data = summary.set_index("method").loc[order].reset_index()
     left.bar(data["method"], data["train_time_s"], color=[colours[m] for m in order], label="training")

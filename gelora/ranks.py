@@ -19,9 +19,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch.nn as nn
 
-from .targets import block_index, block_shapes, find_targets
+from .targets import module_ranks
 
 ROUNDING = {"ceil": math.ceil, "round": lambda x: int(math.floor(x + 0.5)), "floor": math.floor}
 ADAPTERS = ("lora", "lora_sb")
@@ -181,14 +180,6 @@ def gelora_ranks(profile, min_rank: int = 0, max_rank: int | None = None, roundi
     return RankAllocation(ranks, bounds.tolist(), dims.tolist(), adapter, params, budget, settings, notes)
 
 
-def _as_block_ranks(ranks) -> dict[int, int]:
-    if isinstance(ranks, RankAllocation):
-        return ranks.by_block
-    if isinstance(ranks, Mapping):
-        return {int(k): int(v) for k, v in ranks.items()}
-    return {k: int(r) for k, r in enumerate(ranks)}
-
-
 def _task_type(model) -> str | None:
     name = type(model).__name__
     if name.endswith("ForSequenceClassification"):
@@ -211,24 +202,7 @@ def lora_config(model, ranks, target_modules=None, scale: float = 2.0, alpha: fl
     """
     from peft import LoraConfig
 
-    block_ranks = _as_block_ranks(ranks)
-    targets = find_targets(model, target_modules)
-    chosen = {}
-    for name in targets:
-        block = block_index(name)
-        if block is None:
-            raise ValueError(f"target {name!r} is not inside a numbered transformer block")
-        if block not in block_ranks:
-            raise ValueError(f"no rank given for block {block} (module {name!r})")
-        if block_ranks[block] < 0:
-            raise ValueError(f"negative rank {block_ranks[block]} for block {block}")
-        if block_ranks[block] > 0:
-            chosen[name] = block_ranks[block]
-    if not chosen:
-        raise ValueError("every block has rank 0: nothing to adapt")
-    unknown = sorted(set(block_ranks) - {block_index(n) for n in targets})
-    if unknown:
-        raise ValueError(f"ranks given for block(s) {unknown} that hold no target module")
+    chosen = module_ranks(model, ranks, target_modules)
     default_r = Counter(chosen.values()).most_common(1)[0][0]
     alpha_of = (lambda r: alpha) if alpha is not None else (lambda r: scale * r)
     lora_kwargs.setdefault("task_type", _task_type(model))
@@ -254,16 +228,10 @@ def realised_ranks(peft_model, adapter_name: str = "default") -> dict[str, int]:
 def check_ranks(peft_model, ranks, target_modules=None, adapter_name: str = "default") -> dict[str, int]:
     """Raise, listing the differences, unless PEFT realised exactly the per-block ranks on exactly
     the targeted modules (rank 0: not adapted). Returns the realised ranks."""
-    block_ranks = _as_block_ranks(ranks)
     config = peft_model.peft_config[adapter_name]
     if target_modules is None:  # the config lists adapted modules only: look at their siblings too
         target_modules = sorted({str(name).split(".")[-1] for name in config.target_modules})
-    base = peft_model.get_base_model()
-    expected = {}
-    for name in find_targets(base, target_modules):
-        r = block_ranks.get(block_index(name), 0) if block_index(name) is not None else 0
-        if r > 0:
-            expected[name] = r
+    expected = module_ranks(peft_model.get_base_model(), ranks, target_modules)
     realised = realised_ranks(peft_model, adapter_name)
     problems = []
     for name in sorted(set(expected) | set(realised)):

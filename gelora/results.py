@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import methods
+from .targets import block_index
+
 
 def load_records(results_dir: str | os.PathLike) -> list[dict]:
     """Every run record under a folder (temporary files of interrupted writes are ignored)."""
@@ -40,7 +43,8 @@ def runs_table(records: list[dict]) -> pd.DataFrame:
 
 def summary_table(runs: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
     """Per method: trainable parameters, seeds, and mean / std over seeds of the metric, time and
-    memory. Parameter counts must agree across seeds (they do unless a config changed)."""
+    memory, in `order` (default: the registry's). Parameter counts must agree across seeds (they
+    do unless a config changed)."""
     grouped = runs.groupby("method")
     table = pd.DataFrame({
         "adapter_params": grouped["adapter_params"].median().astype(int),
@@ -53,6 +57,7 @@ def summary_table(runs: pd.DataFrame, order: list[str] | None = None) -> pd.Data
         "train_time_s": grouped["train_time_s"].mean(), "init_time_s": grouped["init_time_s"].mean(),
         "peak_memory_mb": grouped["peak_memory_mb"].mean(),
     })
+    order = order or methods.order(table.index)
     if order:
         table = table.reindex([m for m in order if m in table.index] + [m for m in table.index if m not in order])
     return table.reset_index()
@@ -89,18 +94,16 @@ def ranks_by_block(records: list[dict]) -> pd.DataFrame:
     """Rank per block for each method (its lowest seed): the allocation for LoRA, GeLoRA and the
     LoRA-SB family, the realised ranks for EVA and the ranks AdaLoRA kept after pruning (both
     averaged over the modules of a block). Full fine-tuning has no rank and is left out."""
-    from .targets import block_index
-
     first: dict[str, dict] = {}
     for r in sorted(records, key=lambda r: r["seed"]):
         first.setdefault(r["method"], r)
     rows = []
     for method, r in first.items():
-        if method == "full":
+        ranks = r.get("final_ranks") or r.get("ranks")  # AdaLoRA: the ranks kept after pruning
+        if not ranks or (method in methods.REGISTRY and methods.get_method(method).family == "full"):
             continue
-        ranks = r.get("final_ranks") if method == "adalora" else r.get("ranks", {})
         per_block: dict[int, list] = {}
-        for key, value in (ranks or {}).items():
+        for key, value in ranks.items():
             block = int(key) if str(key).isdigit() else block_index(key)
             if block is not None:
                 per_block.setdefault(block, []).append(value)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch.nn as nn
 
@@ -61,6 +61,9 @@ def find_targets(model, target_modules: Iterable[str] | str | None = None) -> di
     if isinstance(target_modules, str):
         target_modules = [target_modules]
     target_modules = list(target_modules)
+    wrong = [t for t in target_modules if not isinstance(t, str) or not t]
+    if wrong:
+        raise ValueError(f"target_modules must be module names (non-empty strings), got {wrong[:5]}")
     if not target_modules:
         raise ValueError("target_modules is empty")
     found, used, not_linear = {}, set(), []
@@ -91,3 +94,61 @@ def block_shapes(model, target_modules=None) -> dict[int, list[tuple[str, int, i
         out_features, in_features = weight_shape(module)
         shapes[block].append((name, in_features, out_features))
     return dict(sorted(shapes.items()))
+
+
+def _block_ranks(ranks) -> dict[int, int]:
+    """Per-block ranks from a RankAllocation, a mapping block -> rank, or a list (index = block)."""
+    if hasattr(ranks, "by_block"):
+        ranks = ranks.by_block
+    items = ranks.items() if isinstance(ranks, Mapping) else enumerate(ranks)
+    out = {}
+    for block, rank in items:
+        if isinstance(rank, bool) or not float(rank).is_integer():
+            raise ValueError(f"the rank of block {block} must be a whole number, got {rank!r}")
+        if int(rank) < 0:
+            raise ValueError(f"the rank of block {block} must be >= 0, got {rank}")
+        out[int(block)] = int(rank)
+    return out
+
+
+def module_ranks(model, block_ranks, target_modules=None) -> dict[str, int]:
+    """The one rule from per-block ranks to per-module ranks: every targeted matrix of block k
+    gets rank r_k; rank 0 leaves the block unadapted (left out of the result).
+
+    Raises when a targeted block has no rank, when a rank is given for a block that holds no
+    target, when a rank exceeds the smaller side of its matrix, and when nothing is adapted.
+    Used by the PEFT config, the LoRA-XS adapter and the realised-rank check alike."""
+    ranks = _block_ranks(block_ranks)
+    targets = find_targets(model, target_modules)
+    chosen, blocks = {}, set()
+    for name, module in targets.items():
+        block = block_index(name)
+        if block is None:
+            raise ValueError(f"target {name!r} is not inside a numbered transformer block, "
+                             "so a per-block rank cannot apply to it")
+        blocks.add(block)
+        if block not in ranks:
+            raise ValueError(f"no rank given for block {block} (module {name!r}); ranks cover blocks {sorted(ranks)}")
+        rank, shape = ranks[block], weight_shape(module)
+        if rank > min(shape):
+            raise ValueError(f"rank {rank} for {name!r} exceeds the smaller side of its {shape[0]} x {shape[1]} matrix")
+        if rank > 0:
+            chosen[name] = rank
+    unknown = sorted(set(ranks) - blocks)
+    if unknown:
+        raise ValueError(f"ranks given for block(s) {unknown} that hold no target module")
+    if not chosen:
+        raise ValueError("every block has rank 0: nothing to adapt")
+    return chosen
+
+
+def uniform_module_ranks(model, rank: int, target_modules=None) -> dict[str, int]:
+    """Every targeted matrix at the same rank (the rule above with r_k = rank for every block)."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be a positive whole number, got {rank!r}")
+    targets = find_targets(model, target_modules)
+    for name, module in targets.items():
+        if rank > min(weight_shape(module)):
+            shape = weight_shape(module)
+            raise ValueError(f"rank {rank} for {name!r} exceeds the smaller side of its {shape[0]} x {shape[1]} matrix")
+    return {name: rank for name in targets}

@@ -9,11 +9,13 @@ that cancellation never corrupts a small r1.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import numpy as np
 import torch
 from scipy import stats
+from sklearn.base import BaseEstimator
 
 METHODS = ("linear", "mle")
 
@@ -145,7 +147,15 @@ def fit_mu(mu: np.ndarray, discard_fraction: float = 0.1, method: str = "linear"
     return d, log_mu, y
 
 
-class TwoNN:
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+class TwoNN(BaseEstimator):
     """TwoNN intrinsic dimension. `TwoNN().fit(X).dimension_`.
 
     Parameters: discard_fraction (largest mu dropped from the fit, 0.1 as in the paper and
@@ -153,6 +163,9 @@ class TwoNN:
     of the mu values for the linear method's interval), confidence (interval level), block_size
     (memory bound of the neighbour search), random_state (bootstrap seed; the global RNG is never
     used), device (None: where the tensor already is, or CPU).
+
+    A scikit-learn estimator: `clone`, `get_params` / `set_params` and `Pipeline` work; `fit`
+    validates the parameters and `transform` is not defined (the result is one number per set).
 
     Attributes after fit: dimension_, standard_error_, interval_ (low, high), mu_ (ratio per
     distinct point), r1_, r2_, log_mu_ and neg_log_survival_ (the fitted points, x and y),
@@ -162,12 +175,7 @@ class TwoNN:
 
     def __init__(self, discard_fraction: float = 0.1, method: str = "linear", n_bootstrap: int = 200,
                  confidence: float = 0.95, block_size: int = 2048, random_state: int = 0, device=None):
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-        if not 0.0 <= discard_fraction < 1.0:
-            raise ValueError(f"discard_fraction must be in [0, 1), got {discard_fraction}")
-        if not 0.0 < confidence < 1.0:
-            raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        # scikit-learn convention: store the arguments untouched, validate in fit (so clone works)
         self.discard_fraction = discard_fraction
         self.method = method
         self.n_bootstrap = n_bootstrap
@@ -176,14 +184,22 @@ class TwoNN:
         self.random_state = random_state
         self.device = device
 
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in ("discard_fraction", "method", "n_bootstrap",
-                                              "confidence", "block_size", "random_state", "device")}
-
-    def __repr__(self) -> str:
-        return f"TwoNN({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+    def _validate_params(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"TwoNN: unknown method {self.method!r}; expected one of {METHODS}")
+        if not _is_real(self.discard_fraction) or not 0.0 <= self.discard_fraction < 1.0:
+            raise ValueError(f"TwoNN: discard_fraction must be in [0, 1), got {self.discard_fraction!r}")
+        if not _is_real(self.confidence) or not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"TwoNN: confidence must be in (0, 1), got {self.confidence!r}")
+        for name, low in (("n_bootstrap", 0), ("block_size", 1)):
+            value = getattr(self, name)
+            if not _is_whole(value) or value < low:
+                raise ValueError(f"TwoNN: {name} must be a whole number >= {low}, got {value!r}")
+        if not _is_whole(self.random_state):
+            raise ValueError(f"TwoNN: random_state must be a whole number (a seed), got {self.random_state!r}")
 
     def fit(self, X, y=None) -> "TwoNN":
+        self._validate_params()
         data = _as_tensor(X, self.device)
         self.n_points_ = data.shape[0]
         data, self.n_duplicates_ = deduplicate(data)

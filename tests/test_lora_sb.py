@@ -6,8 +6,10 @@ import pytest
 import torch
 from peft import PeftModel
 
-from gelora.lora_sb import (LoraSBLayer, adapter_layers, apply_lora_sb, estimate_update, export_peft_lora,
-                            load_lora_sb, merge_lora_sb, save_lora_sb, truncated_svd)
+from gelora.lora_sb import apply_lora_sb, estimate_update, init_lora_sb
+from gelora.lora_xs import (LoraXSLayer, adapter_layers, adapters_disabled, add_lora_xs, disable_adapters,
+                            enable_adapters, export_peft_lora, init_lora_xs, load_adapter, merge_adapters,
+                            merge_and_unload, remove_lora_xs, save_adapter, truncated_svd, unmerge_adapters)
 from gelora.models import load_model
 
 from .conftest import make_batches, outputs
@@ -131,7 +133,7 @@ def test_apply_freezes_everything_but_cores_and_head(adapted):
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert len([n for n in trainable if n.endswith("lora_R")]) == 8
     assert set(n for n in trainable if not n.endswith("lora_R")) == {"classifier.weight", "classifier.bias"}
-    assert model.lora_sb_config.ranks == {n: 4 for n in adapter_layers(model)}
+    assert model.lora_xs_config.ranks == {n: 4 for n in adapter_layers(model)}
 
 
 def test_merge_unmerge_and_plain_model(adapted, batches):
@@ -146,7 +148,7 @@ def test_merge_unmerge_and_plain_model(adapted, batches):
     torch.testing.assert_close(outputs(model, batches[1]), reference, atol=1e-5, rtol=1e-5)
     layer.unmerge()
     torch.testing.assert_close(layer.base_layer.weight, weight, atol=1e-6, rtol=0)
-    merge_lora_sb(model)
+    merge_and_unload(model)
     assert not adapter_layers(model) and isinstance(model.bert.encoder.layer[0].attention.self.query, torch.nn.Linear)
     torch.testing.assert_close(outputs(model, batches[1]), reference, atol=1e-5, rtol=1e-5)
 
@@ -155,21 +157,21 @@ def test_save_load_identical_and_strict(adapted, batches, tmp_path):
     model, _, _ = adapted
     with torch.no_grad():
         model.classifier.weight.add_(0.5)
-    save_lora_sb(model, tmp_path / "adapter")
+    save_adapter(model, tmp_path / "adapter")
     fresh, _ = load_model("tiny-bert", "classification", 2, seed=0)
-    load_lora_sb(fresh.eval(), tmp_path / "adapter")
+    load_adapter(fresh.eval(), tmp_path / "adapter")
     assert torch.equal(outputs(fresh, batches[0]), outputs(model, batches[0]))
     from safetensors.torch import load_file, save_file
 
-    tensors = load_file(str(tmp_path / "adapter" / "lora_sb_adapter.safetensors"))
+    tensors = load_file(str(tmp_path / "adapter" / "lora_xs_adapter.safetensors"))
     missing = dict(tensors)
     missing.pop(next(k for k in tensors if k.endswith("lora_R")))
-    save_file(missing, str(tmp_path / "adapter" / "lora_sb_adapter.safetensors"))
+    save_file(missing, str(tmp_path / "adapter" / "lora_xs_adapter.safetensors"))
     with pytest.raises(KeyError, match="missing"):
-        load_lora_sb(load_model("tiny-bert", "classification", 2)[0], tmp_path / "adapter")
-    save_file(dict(tensors, extra=torch.zeros(1)), str(tmp_path / "adapter" / "lora_sb_adapter.safetensors"))
+        load_adapter(load_model("tiny-bert", "classification", 2)[0], tmp_path / "adapter")
+    save_file(dict(tensors, extra=torch.zeros(1)), str(tmp_path / "adapter" / "lora_xs_adapter.safetensors"))
     with pytest.raises(KeyError, match="unexpected"):
-        load_lora_sb(load_model("tiny-bert", "classification", 2)[0], tmp_path / "adapter")
+        load_adapter(load_model("tiny-bert", "classification", 2)[0], tmp_path / "adapter")
 
 
 def test_exported_adapter_loads_in_plain_peft(adapted, batches, tmp_path):
@@ -196,7 +198,7 @@ def test_per_block_ranks_and_lora_xs(tiny_bert, batches):
         torch.testing.assert_close(layer.lora_B.double().abs(), U[:, :4].abs(), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="exactly one of rank"):
         apply_lora_sb(copy.deepcopy(base), update, target_modules=TARGETS)
-    with pytest.raises(ValueError, match="impossible"):
+    with pytest.raises(ValueError, match="exceeds the smaller side of its 64 x 64"):
         apply_lora_sb(copy.deepcopy(base), update, rank=100, target_modules=TARGETS)
     with pytest.raises(ValueError, match="needs the update"):
         apply_lora_sb(copy.deepcopy(base), rank=2, target_modules=TARGETS)
@@ -225,7 +227,7 @@ def test_conv1d_layers_of_gpt2():
     apply_lora_sb(model, update, rank=3, target_modules=["c_attn"])
     with torch.no_grad():
         adapted_logits = model(ids).logits
-        merge_lora_sb(model)
+        merge_and_unload(model)
         torch.testing.assert_close(model(ids).logits, adapted_logits, atol=1e-5, rtol=1e-5)
         for name, dw in update.items():
             U, S, Vh = torch.linalg.svd(dw.double())
@@ -254,4 +256,66 @@ def test_trains_with_the_hf_trainer_and_keeps_weight_decay(tiny_bert, movie_smal
 
 def test_layer_rejects_impossible_rank():
     with pytest.raises(ValueError, match="impossible"):
-        LoraSBLayer(torch.nn.Linear(4, 3), 4)
+        LoraXSLayer(torch.nn.Linear(4, 3), 4)
+
+
+def test_the_verbs_add_init_disable_merge_remove(tiny_bert, batches):
+    """add (a no-op), init, disable (the base function back), merge/unmerge, remove (the
+    original modules and flags back), each checked against the plain model."""
+    model, _ = tiny_bert
+    base = copy.deepcopy(model)
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    originals = {n: model.get_submodule(n) for n in ("bert.encoder.layer.0.attention.self.query",
+                                                      "bert.encoder.layer.3.attention.self.value")}
+    add_lora_xs(model, rank=4, target_modules=TARGETS)
+    assert len(adapter_layers(model)) == 8 and model.lora_xs_config.init is None
+    torch.testing.assert_close(outputs(model, batches[0]), outputs(base, batches[0]), atol=0, rtol=0)
+    init_lora_sb(model, estimate_update(model, batches, TARGETS, 16, 1e-2))
+    adapted = outputs(model, batches[0])
+    assert model.lora_xs_config.init == "lora_sb" and not torch.allclose(adapted, outputs(base, batches[0]))
+    disable_adapters(model)
+    torch.testing.assert_close(outputs(model, batches[0]), outputs(base, batches[0]), atol=0, rtol=0)
+    enable_adapters(model)
+    torch.testing.assert_close(outputs(model, batches[0]), adapted, atol=0, rtol=0)
+    with adapters_disabled(model):
+        torch.testing.assert_close(outputs(model, batches[0]), outputs(base, batches[0]), atol=0, rtol=0)
+    torch.testing.assert_close(outputs(model, batches[0]), adapted, atol=0, rtol=0)
+    merge_adapters(model)
+    torch.testing.assert_close(outputs(model, batches[0]), adapted, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="merged"):
+        disable_adapters(model)
+    unmerge_adapters(model)
+    remove_lora_xs(model)
+    assert not adapter_layers(model) and not hasattr(model, "lora_xs_config")
+    for name, module in originals.items():
+        assert model.get_submodule(name) is module
+    assert flags == {n: p.requires_grad for n, p in model.named_parameters()}
+    torch.testing.assert_close(outputs(model, batches[0]), outputs(base, batches[0]), atol=1e-6, rtol=0)
+    init_lora_xs(add_lora_xs(model, ranks={0: 2, 1: 2, 2: 2, 3: 2}, target_modules=TARGETS), seed=1)
+    assert model.lora_xs_config.init == "lora_xs" and {l.rank for l in adapter_layers(model).values()} == {2}
+
+
+def test_a_failed_apply_or_load_leaves_the_model_untouched(tiny_bert, batches, tmp_path):
+    model, _ = tiny_bert
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    structure = [n for n, _ in model.named_modules()]
+    update = estimate_update(model, batches, TARGETS, 16, 1e-2)
+    wrong = dict(update)
+    name = next(iter(wrong))
+    wrong[name] = wrong[name][:, :10]
+    with pytest.raises(ValueError, match="has shape"):
+        apply_lora_sb(model, wrong, rank=4, target_modules=TARGETS)
+    with pytest.raises(ValueError, match="no rank given for block 3"):
+        apply_lora_sb(model, update, ranks=[2, 2, 2], target_modules=TARGETS)
+    assert [n for n, _ in model.named_modules()] == structure and not adapter_layers(model)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    donor = apply_lora_sb(copy.deepcopy(model), update, rank=4, target_modules=TARGETS)
+    save_adapter(donor, tmp_path / "a")
+    other, _ = load_model("tiny-bert", "classification", 3, seed=0)  # a 3-class head: shapes differ
+    structure = [n for n, _ in other.named_modules()]
+    with pytest.raises(ValueError, match="shapes differ"):
+        load_adapter(other, tmp_path / "a")
+    assert [n for n, _ in other.named_modules()] == structure and not adapter_layers(other)
+    with pytest.raises(FileNotFoundError, match="not a folder written by save_adapter"):
+        load_adapter(other, tmp_path / "nothing")

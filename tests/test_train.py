@@ -4,10 +4,15 @@ import numpy as np
 import pytest
 import torch
 
+from gelora import records as record_files
 from gelora import train
 from gelora.data import as_generation, load_dataset, tokenize
 from gelora.models import load_model
-from gelora.train import METHODS, atomic_write_json, finetune
+from gelora.methods import names
+from gelora.records import atomic_write_json
+from gelora.train import finetune
+
+METHODS = names()
 
 TINY = dict(model="tiny-bert", dataset="movie-sentiment", n_train=32, n_eval=16, n_test=16, batch_size=8,
             epochs=6, evals=1, max_length=32, probe_examples=64, sb_num_samples=16, progress=False)
@@ -30,7 +35,7 @@ def easy_task(folder):
         pd.DataFrame(rows).to_csv(folder / f"{split}.csv", index=False)
     return str(folder)
 LRS = {"full": 3e-3, "lora": 5e-2, "gelora": 5e-2, "adalora": 5e-2, "eva": 5e-2, "lora_xs": 1e-1, "lora_sb": 1e-1,
-       "gelora_sb": 1e-1}
+       "gelora_sb": 1e-1, "lora_ga": 5e-2, "pissa": 5e-2}
 BUDGET = 8 * 128 * 8  # uniform LoRA r = 8 on the 8 query/value matrices of tiny-bert
 
 
@@ -94,7 +99,7 @@ def test_an_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
         handle.write('{"half": ')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train.json, "dump", crash)
+    monkeypatch.setattr(record_files.json, "dump", crash)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_json(path, {"a": 1})
     assert not path.exists() and not list(tmp_path.iterdir())

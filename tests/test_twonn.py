@@ -81,9 +81,9 @@ def test_bad_input_raises_clearly():
     with pytest.raises(ValueError, match="2-D"):
         TwoNN().fit(np.arange(10.0))
     with pytest.raises(ValueError, match="unknown method"):
-        TwoNN(method="knn")
+        TwoNN(method="knn").fit(X[:5])  # checked in fit, as scikit-learn asks
     with pytest.raises(ValueError, match="discard_fraction"):
-        TwoNN(discard_fraction=1.0)
+        TwoNN(discard_fraction=1.0).fit(X[:5])
     with pytest.raises(TypeError, match="numeric"):
         TwoNN().fit(np.array([["a", "b"], ["c", "d"], ["e", "f"]]))
 
@@ -113,3 +113,27 @@ def test_scaling_curve():
     assert (abs(table["mean"][:3] - 2) < 0.4).all()
     with pytest.raises(ValueError, match="at least 20"):
         id_scaling(X[:10])
+
+
+def test_twonn_is_a_scikit_learn_estimator():
+    from sklearn.base import clone
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.utils import estimator_checks as checks
+
+    estimator = TwoNN(discard_fraction=0.2)
+    copy = clone(estimator)
+    assert copy is not estimator and copy.get_params() == estimator.get_params()
+    assert estimator.get_params(deep=True)["discard_fraction"] == 0.2
+    assert estimator.set_params(method="mle") is estimator and estimator.method == "mle"
+    for check in (checks.check_no_attributes_set_in_init, checks.check_parameters_default_constructible,
+                  checks.check_get_params_invariance, checks.check_set_params, checks.check_dont_overwrite_parameters):
+        check("TwoNN", TwoNN())
+    points = synthetic.gaussian(800, 3, 20, seed=1)
+    pipeline = make_pipeline(StandardScaler(), TwoNN(random_state=0)).fit(points)
+    assert abs(pipeline[-1].dimension_ - 3) < 0.5
+    bad = TwoNN(discard_fraction=1.5)  # constructing never fails (clone needs that); fit says what is wrong
+    with pytest.raises(ValueError, match="discard_fraction must be in"):
+        bad.fit(points)
+    with pytest.raises(ValueError, match="n_bootstrap must be a whole number >= 0"):
+        TwoNN(n_bootstrap=-1).fit(points)

@@ -1,0 +1,85 @@
+"""What a run leaves behind: JSON records written atomically, the software versions, and the
+peak memory of the run."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import peft
+import psutil
+import torch
+import transformers
+
+from . import __version__
+
+
+class PeakMemory:
+    """Peak memory of the run: CUDA allocator peak on GPU; on CPU the peak resident set size
+    above the level at the start, sampled every 50 ms by a thread."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def __enter__(self):
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        self._process = psutil.Process()
+        self._start = self._peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.05):
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc):
+        if self.device == "cuda":
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = (max(self._peak, self._process.memory_info().rss) - self._start) / 2**20
+        return False
+
+
+def versions() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "numpy": np.__version__, "gelora": __version__}
+
+
+def atomic_write_json(path: Path, payload: dict) -> None:
+    """Write JSON through a temporary file in the same folder and an atomic rename, so a crash
+    never leaves a half-written record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, default=jsonable)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a record is for everyone who reads the run
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
