@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PROFILE ?= cpu
 
-.PHONY: setup reproduce test clean-runs
+.PHONY: setup reproduce test lint clean-runs
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,9 @@ reproduce: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check .
 
 clean-runs:
 	rm -rf runs

@@ -105,7 +105,7 @@ def main():
         out = subprocess.run([sys.executable, __file__, "--only", name, "--steps", str(args.steps), "--batch-size",
                               str(args.batch_size), "--max-length", str(args.max_length)],
                              capture_output=True, text=True, check=True).stdout
-        _, trainable, adapter, step, peak = next(l for l in out.splitlines() if l.startswith("RESULT")).split("\t")
+        _, trainable, adapter, step, peak = next(line for line in out.splitlines() if line.startswith("RESULT")).split("\t")
         steps[name] = float(step)
         print(f"{label:>28} {int(trainable):>10,} {int(adapter):>9,} {1000 * float(step):>10.1f} {float(peak):>14.1f}",
               flush=True)

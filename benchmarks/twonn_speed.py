@@ -42,12 +42,12 @@ def estimator_table(sizes, dims, repeats, skdim_max):
         for d in dims:
             X = (synthetic.gaussian(n, 16, d, seed=0) + 0.01 * np.random.default_rng(1).normal(size=(n, d))).astype(np.float32)
             Xt = torch.from_numpy(X)
-            t_gemm, _ = best_of(lambda: Xt @ Xt.T, 1 if n > 20000 else repeats)
-            t_ours, ours = best_of(lambda: TwoNN(n_bootstrap=0).fit(X).dimension_, repeats)
+            t_gemm, _ = best_of(lambda Xt=Xt: Xt @ Xt.T, 1 if n > 20000 else repeats)
+            t_ours, ours = best_of(lambda X=X: TwoNN(n_bootstrap=0).fit(X).dimension_, repeats)
             if n <= skdim_max:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    t_ref, ref = best_of(lambda: skdim.id.TwoNN().fit(X).dimension_, repeats)
+                    t_ref, ref = best_of(lambda X=X: skdim.id.TwoNN().fit(X).dimension_, repeats)
                 cells = f"{t_ref:>10.2f} {t_ref / t_ours:>8.1f}x {ours:>10.4f} {ref:>10.4f} {abs(ours - ref) / ref:>10.1e}"
             else:
                 cells = f"{'skipped':>10} {'':>9} {ours:>10.4f} {'':>10} {'':>10}"
@@ -77,7 +77,7 @@ def probe_table(n_texts, batch_size, repeats):
     t_plain, _ = best_of(plain, repeats)
     print(f"{'plain forward (s)':>28}: {t_plain:.2f}")
     for pooling in ("mean", "cls", "tokens"):
-        t_probe, _ = best_of(lambda: hidden_states(model, tokenizer, texts, pooling=pooling, max_length=64,
+        t_probe, _ = best_of(lambda pooling=pooling: hidden_states(model, tokenizer, texts, pooling=pooling, max_length=64,
                                                    batch_size=batch_size, progress=False), repeats)
         print(f"{'probe, ' + pooling + ' pooling (s)':>28}: {t_probe:.2f}  overhead {100 * (t_probe / t_plain - 1):+.1f}%")
 

@@ -59,7 +59,7 @@ class FinetuneConfig:
     lora_scale: float = setting(2.0, "method", "LoRA scaling alpha / r (alpha = scale * r)")
     dropout: float = setting(0.0, "method", "dropout on the adapter input")
     sb_num_samples: int = setting(64, "method", "examples in the gradient estimate of LoRA-SB, GeLoRA-SB and LoRA-GA")
-    sb_init_lr: float | None = setting(None, "method", "lr of Adam's first step that scales LoRA-SB's update (None: lr / warm-up steps)")
+    sb_init_lr: float | None = setting(None, "method", "first-step lr that scales the LoRA-SB update (None: lr / warm-up steps)")
     eva_examples: int = setting(256, "method", "examples in EVA's activation pass")
     adalora_orth_reg: float = setting(0.1, "method", "AdaLoRA's orthogonality penalty (its paper's GLUE value; PEFT: 0.5)")
     epochs: float = setting(1.0, "optimisation", "passes over the training examples")

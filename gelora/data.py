@@ -9,7 +9,6 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -73,7 +72,7 @@ class TextDataset:
             return len(self.label_names)
         return 1
 
-    def subset(self, n: int | None, seed: int = 0) -> "TextDataset":
+    def subset(self, n: int | None, seed: int = 0) -> TextDataset:
         """A seeded random subset of n examples (all of them when n is None or >= len)."""
         if n is None or n >= len(self):
             return self
@@ -269,3 +268,18 @@ def collator(tokenizer, task: str):
     if task == "generation":
         return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     return DataCollatorWithPadding(tokenizer)
+
+
+def seeded_loader(tokens, tokenizer, task: str, batch_size: int, seed: int, drop_labels: bool = False):
+    """Shuffled batches in one seeded order (the global RNG is not used), so a pass over the first
+    n examples always sees the same n. drop_labels: for passes that need inputs only (EVA)."""
+    collate = collator(tokenizer, task)
+
+    def collate_fn(features):
+        if drop_labels:
+            features = [{k: v for k, v in f.items() if k != "labels"} for f in features]
+        return dict(collate(features))
+
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(tokens, batch_size=batch_size, shuffle=True, generator=generator,
+                                       collate_fn=collate_fn)

@@ -12,13 +12,13 @@ key on load. The structure and its verbs (add, enable, merge, remove, save) are 
 from __future__ import annotations
 
 import random
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .lora_xs import add_lora_xs, adapter_layers, init_lora_xs, remove_lora_xs, set_factors
+from .lora_xs import adapter_layers, add_lora_xs, init_lora_xs, remove_lora_xs, set_factors
 from .targets import find_targets, unwrap
 
 INITS = ("lora_sb", "lora_xs")

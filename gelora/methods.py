@@ -13,21 +13,28 @@ import math
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
-from peft import (AdaLoraConfig, EvaConfig, LoraConfig, LoraGAConfig, get_peft_model,
-                  initialize_lora_eva_weights)
+from peft import AdaLoraConfig, EvaConfig, LoraConfig, LoraGAConfig, get_peft_model, initialize_lora_eva_weights
 from peft.tuners.lora.loraga import preprocess_loraga
 from transformers import TrainerCallback
 
-from .data import collator
+from .data import seeded_loader
 from .lora_sb import apply_lora_sb, estimate_update
 from .probe import id_profile, load_profile
-from .ranks import (adalora_params, check_ranks, gelora_ranks, lora_config, lora_params, lora_sb_params,
-                    matched_baselines, realised_ranks)
+from .ranks import (
+    adalora_params,
+    check_ranks,
+    gelora_ranks,
+    lora_config,
+    lora_params,
+    lora_sb_params,
+    matched_baselines,
+    realised_ranks,
+)
 from .targets import block_shapes, default_targets
 
 FAMILIES = ("full", "lora", "lora_xs")  # every weight; B A factors; B R A with only R trained
@@ -67,17 +74,8 @@ class BuildContext:
 
     def batches(self, dataset=None, drop_labels: bool = False):
         """Seeded, shuffled batches of the training tokens (or `dataset`) for a data pass."""
-        collate = collator(self.tokenizer, self.train.task)
-
-        def collate_fn(features):
-            if drop_labels:
-                features = [{k: v for k, v in f.items() if k != "labels"} for f in features]
-            return dict(collate(features))
-
-        generator = torch.Generator().manual_seed(self.config.seed)
-        return torch.utils.data.DataLoader(dataset if dataset is not None else self.train_tokens,
-                                           batch_size=self.config.batch_size, shuffle=True,
-                                           generator=generator, collate_fn=collate_fn)
+        return seeded_loader(dataset if dataset is not None else self.train_tokens, self.tokenizer, self.train.task,
+                             self.config.batch_size, self.config.seed, drop_labels)
 
     def allocation(self, adapter: str):
         """GeLoRA ranks from the ID profile (read from `config.profile` or probed now)."""
@@ -337,3 +335,20 @@ register(Method("lora_ga", "LoRA-GA", "lora", 2e-3, "#56b4e9", "<", _lora_ga, lo
                 description="LoRA factors from the SVD of the first gradient (Wang et al.; PEFT)"))
 register(Method("pissa", "PiSSA", "lora", 2e-3, "#7f3c8d", ">", _pissa, lora_params, "lora",
                 description="LoRA factors from the principal singular vectors of W0 (Meng et al.; PEFT)"))
+
+
+def adapt(name: str, model, tokenizer, train, steps: int = 100, lr: float | None = None, device: str = "cpu",
+          **settings):
+    """Put method `name` on a model outside the harness (a notebook's plain loop, your own
+    Trainer): the same builder as `finetune`, with settings as FinetuneConfig fields (rank,
+    budget, target_modules, sb_num_samples, ...). `steps` is the planned number of optimiser
+    steps (AdaLoRA's schedule, LoRA-SB's first-step lr). Returns (model, info)."""
+    from .config import FinetuneConfig, validate
+    from .data import tokenize
+
+    config = FinetuneConfig(name, **settings)  # config imports this module: imported here, not at the top
+    validate(config)
+    lr = lr if lr is not None else get_method(name).lr
+    tokens = tokenize(train, tokenizer, config.max_length)
+    warmup = int(config.warmup_ratio * steps)
+    return build(BuildContext(config, model, tokenizer, train, tokens, steps, warmup, lr, device))

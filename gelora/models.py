@@ -8,8 +8,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM,
-                          AutoModelForSequenceClassification, AutoTokenizer)
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 TASKS = ("classification", "regression", "generation", "features")
 BUILTIN = ("minilm", "tiny-bert", "tiny-llama")

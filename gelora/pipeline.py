@@ -71,9 +71,8 @@ def load_profile(name_or_path: str) -> dict:
 
 def declared_parameters(path: Path) -> dict[str, dict]:
     """Names, inferred types and defaults of a notebook's `parameters` cell."""
-    import papermill
-
     import nbformat
+    import papermill
 
     params = papermill.inspect_notebook(str(path))
     if not params:

@@ -13,7 +13,6 @@ import seaborn as sns
 from . import methods
 
 
-
 def set_style() -> None:
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight", "axes.titleweight": "bold"})

@@ -12,6 +12,7 @@ resumes where it stopped. `run_grid` runs methods x seeds with shared settings.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -21,7 +22,7 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import torch
 import transformers
 from transformers import PrinterCallback, Trainer, TrainingArguments
@@ -98,6 +99,22 @@ def train_steps(model, batches, steps: int, lr: float, weight_decay: float = 0.0
         optimizer.zero_grad()
         losses.append(float(loss.detach()))
     return losses
+
+
+def first_steps(names, model, tokenizer, data, batches, steps: int, lrs: dict | None = None, seed: int = 0,
+                **settings):
+    """The first `steps` optimiser steps of each method on the same batches, each adapter built by
+    the registry on a copy of `model` and trained by `train_steps` at its learning rate (`lrs`
+    overrides the registry's). Returns (losses: method, step, loss; trainable parameters; lrs)."""
+    curves, trainable, used = [], {}, {}
+    for name in names:
+        adapted, _ = methods.adapt(name, copy.deepcopy(model), tokenizer, data, steps=steps, seed=seed, **settings)
+        trainable[name] = count_trainable(adapted)
+        used[name] = (lrs or {}).get(name, default_lr(name))
+        torch.manual_seed(seed)  # the same dropout masks for every method
+        losses = train_steps(adapted, batches, steps, used[name])
+        curves += [{"method": name, "step": i, "loss": loss} for i, loss in enumerate(losses)]
+    return pd.DataFrame(curves), trainable, used
 
 
 # ---------------------------------------------------------------- entry point
@@ -214,7 +231,8 @@ def run_grid(method_names, seeds, budget: int | None = None, lrs: dict | None = 
     for method in method_names:
         for seed in seeds:
             start = time.perf_counter()
-            record = finetune(method, seed=seed, budget=None if method == "full" else budget,
+            full = methods.get_method(method).family == "full"
+            record = finetune(method, seed=seed, budget=None if full else budget,
                               lr=(lrs or {}).get(method), **settings)
             record.pop("model_object", None)
             records.append(record)

@@ -198,7 +198,7 @@ class TwoNN(BaseEstimator):
         if not _is_whole(self.random_state):
             raise ValueError(f"TwoNN: random_state must be a whole number (a seed), got {self.random_state!r}")
 
-    def fit(self, X, y=None) -> "TwoNN":
+    def fit(self, X, y=None) -> TwoNN:
         self._validate_params()
         data = _as_tensor(X, self.device)
         self.n_points_ = data.shape[0]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gelora.data import (_from_hub_frame, as_generation, data_dir, load_dataset, shipped_datasets, tokenize)
+from gelora.data import _from_hub_frame, as_generation, data_dir, load_dataset, shipped_datasets, tokenize
 from gelora.models import load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,9 +7,23 @@ import torch
 from peft import PeftModel
 
 from gelora.lora_sb import apply_lora_sb, estimate_update, init_lora_sb
-from gelora.lora_xs import (LoraXSLayer, adapter_layers, adapters_disabled, add_lora_xs, disable_adapters,
-                            enable_adapters, export_peft_lora, init_lora_xs, load_adapter, merge_adapters,
-                            merge_and_unload, remove_lora_xs, save_adapter, truncated_svd, unmerge_adapters)
+from gelora.lora_xs import (
+    LoraXSLayer,
+    adapter_layers,
+    adapters_disabled,
+    add_lora_xs,
+    disable_adapters,
+    enable_adapters,
+    export_peft_lora,
+    init_lora_xs,
+    load_adapter,
+    merge_adapters,
+    merge_and_unload,
+    remove_lora_xs,
+    save_adapter,
+    truncated_svd,
+    unmerge_adapters,
+)
 from gelora.models import load_model
 
 from .conftest import make_batches, outputs
@@ -293,7 +307,7 @@ def test_the_verbs_add_init_disable_merge_remove(tiny_bert, batches):
     assert flags == {n: p.requires_grad for n, p in model.named_parameters()}
     torch.testing.assert_close(outputs(model, batches[0]), outputs(base, batches[0]), atol=1e-6, rtol=0)
     init_lora_xs(add_lora_xs(model, ranks={0: 2, 1: 2, 2: 2, 3: 2}, target_modules=TARGETS), seed=1)
-    assert model.lora_xs_config.init == "lora_xs" and {l.rank for l in adapter_layers(model).values()} == {2}
+    assert model.lora_xs_config.init == "lora_xs" and {layer.rank for layer in adapter_layers(model).values()} == {2}
 
 
 def test_a_failed_apply_or_load_leaves_the_model_untouched(tiny_bert, batches, tmp_path):

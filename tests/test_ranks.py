@@ -5,8 +5,19 @@ import pytest
 from peft import PeftModel, get_peft_model
 
 from gelora.models import load_model
-from gelora.ranks import (adalora_params, check_ranks, count_trainable, geometric_bounds, gelora_ranks, lora_config,
-                          lora_params, lora_sb_params, matched_baselines, realised_ranks, uniform_budget)
+from gelora.ranks import (
+    adalora_params,
+    check_ranks,
+    count_trainable,
+    gelora_ranks,
+    geometric_bounds,
+    lora_config,
+    lora_params,
+    lora_sb_params,
+    matched_baselines,
+    realised_ranks,
+    uniform_budget,
+)
 from gelora.targets import block_index, block_shapes, find_targets
 
 PROFILE = [10.0, 12.0, 11.0, 15.2, 15.2]  # bounds: 2, 0, 4.2, 0

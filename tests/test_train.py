@@ -7,8 +7,8 @@ import torch
 from gelora import records as record_files
 from gelora import train
 from gelora.data import as_generation, load_dataset, tokenize
-from gelora.models import load_model
 from gelora.methods import names
+from gelora.models import load_model
 from gelora.records import atomic_write_json
 from gelora.train import finetune
 

@@ -1,0 +1,40 @@
+"""How GeLoRA's ranks depend on the choices of the ID estimate: the fit (linear with 0, 10, 20 %
+discarded, or MLE), the pooling, and the number of probed texts, at one budget."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .probe import hidden_states, profile_from_states
+from .ranks import gelora_ranks
+from .twonn import TwoNN
+
+
+def rank_sensitivity(model, tokenizer, data, shapes, budget: int, n_examples: int, sizes=(), pooling: str = "mean",
+                     poolings=("cls", "mean", "tokens"), offset: float = 1.0, min_rank: int = 0,
+                     max_rank: int | None = None, max_length: int = 64, seed: int = 0, cache_dir=None) -> pd.DataFrame:
+    """One row per (variant, block): the GeLoRA rank and bound at `budget` when the profile is
+    estimated another way. Variants: four TwoNN fits on `pooling` states of `n_examples` texts,
+    the other `poolings`, and `pooling` on each of `sizes` texts."""
+    probe = dict(max_length=max_length, seed=seed, cache_dir=cache_dir, progress=False)
+    texts = data.subset(n_examples, seed=seed).texts
+    variants = {}
+    states = hidden_states(model, tokenizer, texts, pooling=pooling, **probe)
+    for label, estimator in {"linear, discard 10% (default)": TwoNN(random_state=seed),
+                             "linear, discard 0%": TwoNN(discard_fraction=0.0, random_state=seed),
+                             "linear, discard 20%": TwoNN(discard_fraction=0.2, random_state=seed),
+                             "MLE": TwoNN(method="mle")}.items():
+        variants[f"{pooling}, {label}"] = profile_from_states(states, estimator, pooling)
+    for other in poolings:
+        if other != pooling:
+            other_states = hidden_states(model, tokenizer, texts, pooling=other, **probe)
+            variants[f"{other} pooling"] = profile_from_states(other_states, TwoNN(random_state=seed), other)
+    for n in sizes:
+        sized = hidden_states(model, tokenizer, data.subset(n, seed=seed).texts, pooling=pooling, **probe)
+        variants[f"{n} examples"] = profile_from_states(sized, TwoNN(random_state=seed), pooling)
+    rows = []
+    for label, profile in variants.items():
+        allocation = gelora_ranks(profile, min_rank=min_rank, max_rank=max_rank, offset=offset, budget=budget,
+                                  shapes=shapes, undefined="zero")
+        rows += [{"variant": label, "block": b, "rank": r, "bound": bound}
+                 for b, (r, bound) in enumerate(zip(allocation.ranks, allocation.bounds))]
+    return pd.DataFrame(rows)
