@@ -170,3 +170,15 @@ def test_the_same_settings_have_one_identity_whatever_their_source():
     from_cli = train.FinetuneConfig("lora", epochs=1.0, gelora_offset=1.0, target_modules=["query", "value"])
     assert from_yaml.run_id == from_cli.run_id
     assert train.FinetuneConfig("lora", seed=1).run_id != from_cli.run_id
+
+
+def test_help_documents_every_flag_in_its_group():
+    import dataclasses
+
+    parser = train._parser()
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    fields = {f.name for f in dataclasses.fields(train.FinetuneConfig)}
+    assert set(actions) == fields
+    assert all(a.help and len(a.help) > 10 for a in actions.values())
+    titles = {g.title for g in parser._action_groups}
+    assert {"data", "model", "method", "optimisation", "output"} <= titles
