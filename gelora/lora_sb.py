@@ -18,14 +18,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .lora_xs import adapter_layers, add_lora_xs, init_lora_xs, remove_lora_xs, set_factors
+from .lora_xs import _is_conv1d, adapter_layers, add_lora_xs, init_lora_xs, remove_lora_xs, set_factors
 from .targets import find_targets, unwrap
 
 INITS = ("lora_sb", "lora_xs")
-
-
-def _is_conv1d(module: nn.Module) -> bool:
-    return type(module).__name__ == "Conv1D"
 
 
 def _rng_state() -> tuple:
