@@ -5,7 +5,10 @@ notebooks never care where the text came from.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,6 +60,13 @@ class TextDataset:
             raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
         if len(self.texts) == 0:
             raise ValueError(f"dataset {self.name!r} split {self.split!r} is empty")
+        bad = [i for i, t in enumerate(self.texts) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            raise ValueError(f"dataset {self.name!r} split {self.split!r}: {len(bad)} empty or non-string "
+                             f"text(s), first at index {bad[0]}")
+        if self.task == "classification" and self.labels is not None:
+            if not self.label_names or not (0 <= self.labels.min() and self.labels.max() < len(self.label_names)):
+                raise ValueError(f"dataset {self.name!r} split {self.split!r}: class labels must index label_names")
         if self.labels is not None and len(self.labels) != len(self.texts):
             raise ValueError("texts and labels differ in length")
         if self.task == "generation" and (self.responses is None or len(self.responses) != len(self.texts)):
@@ -73,11 +83,14 @@ class TextDataset:
         return 1
 
     def subset(self, n: int | None, seed: int = 0) -> TextDataset:
-        """A seeded random subset of n examples (all of them when n is None or >= len)."""
-        if n is None or n >= len(self):
+        """A seeded random subset of n examples (all of them when n is None or len). Asking for
+        more examples than the split holds is an error, not a silent cap."""
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
+            raise ValueError(f"subset size n must be a whole number >= 1 or None, got {n!r}")
+        if n is not None and n > len(self):
+            raise ValueError(f"asked for {n} examples but {self.name!r} split {self.split!r} has only {len(self)}")
+        if n is None or n == len(self):
             return self
-        if n <= 0:
-            raise ValueError(f"subset size must be positive, got {n}")
         idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
         return replace(
             self,
@@ -88,63 +101,190 @@ class TextDataset:
         )
 
 
+def _row_error(source: str, rows: list[int], what: str) -> ValueError:
+    shown = ", ".join(str(r + 1) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+    return ValueError(f"{source}: {len(rows)} {what}, at data row(s) {shown} (1 = first row after the header)")
+
+
+def _label_order(values: list[str]) -> list[str]:
+    """Label names in a stable order: numerically when every label is a whole number (so "10"
+    comes after "9"), else alphabetically."""
+    distinct = set(values)
+    try:
+        numbers = {v: float(v) for v in distinct}
+    except ValueError:
+        return sorted(distinct)
+    if all(x.is_integer() for x in numbers.values()):
+        return sorted(distinct, key=lambda v: (numbers[v], v))
+    return sorted(distinct)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def _from_frame(frame: pd.DataFrame, name: str, split: str, text_column: str,
-                label_column: str | None, task: str | None, label_names: list[str] | None) -> TextDataset:
+                label_column: str | None, task: str | None, label_names: list[str] | None,
+                source: str | None = None) -> TextDataset:
+    """A TextDataset from a table read as text. `task` and `label_names`, when given (from the
+    training split, or declared), are applied as they are: nothing is re-decided per split."""
+    source = source or f"dataset {name!r} split {split!r}"
     missing = [c for c in (text_column, label_column) if c is not None and c not in frame.columns]
     if missing:
-        raise KeyError(f"dataset {name!r} has no column(s) {missing}; columns are {list(frame.columns)}")
+        raise KeyError(f"{source} has no column(s) {missing}; columns are {list(frame.columns)}")
     if len(frame) == 0:
-        raise ValueError(f"dataset {name!r} split {split!r} is empty")
-    texts = frame[text_column].astype(str).tolist()
+        raise ValueError(f"{source} is empty")
+    texts = frame[text_column].tolist()
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise _row_error(source, bad, f"empty or missing text(s) in column {text_column!r}")
     if label_column is None:
         return TextDataset(name, split, texts, None, task or "classification", label_names)
-    raw = frame[label_column]
-    if raw.isna().any():
-        raise ValueError(f"dataset {name!r} has {int(raw.isna().sum())} missing labels in {label_column!r}")
+    raw = [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip()
+           for v in frame[label_column].tolist()]
+    bad = [i for i, v in enumerate(raw) if not v]
+    if bad:
+        raise _row_error(source, bad, f"missing label(s) in column {label_column!r}")
     if task is None:
-        numeric = pd.api.types.is_numeric_dtype(raw)
-        task = "regression" if numeric and not np.allclose(raw, np.round(raw)) else "classification"
+        numeric = all(_is_number(v) for v in raw)
+        whole = numeric and all(float(v).is_integer() for v in raw)
+        task = "regression" if numeric and not whole else "classification"
     if task == "regression":
-        return TextDataset(name, split, texts, raw.to_numpy(np.float32), task)
-    names = label_names or sorted(raw.astype(str).unique().tolist())
+        bad = [i for i, v in enumerate(raw) if not _is_number(v)]
+        if bad:
+            raise _row_error(source, bad, f"label(s) in {label_column!r} that are not finite numbers (regression)")
+        return TextDataset(name, split, texts, np.array([float(v) for v in raw], dtype=np.float32), task)
+    if task != "classification":
+        raise ValueError(f"{source}: task must be 'classification' or 'regression' for labelled data, got {task!r}")
+    if label_names is not None:
+        if len(set(label_names)) != len(label_names) or len(label_names) < 2:
+            raise ValueError(f"label_names must be at least 2 distinct names, got {label_names!r}")
+        names = [str(n) for n in label_names]
+    else:
+        names = _label_order(raw)
     index = {label: i for i, label in enumerate(names)}
-    unknown = sorted(set(raw.astype(str)) - set(index))
+    unknown = sorted(set(raw) - set(index))
     if unknown:
-        raise ValueError(f"dataset {name!r} has labels {unknown} outside {names}")
-    labels = raw.astype(str).map(index).to_numpy(np.int64)
+        raise ValueError(f"{source} has label(s) {unknown[:10]} outside {names[:20]} "
+                         "(the labels of the training split, or the declared label_names)")
+    labels = np.array([index[v] for v in raw], dtype=np.int64)
     return TextDataset(name, split, texts, labels, task, names)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        try:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}, line {number}: not valid JSON ({err.msg}, column {err.colno})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+                rows.append(row)
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    return pd.DataFrame(rows)
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A local CSV (every cell read as text: "NA", "None" and "null" stay texts) or JSONL file
+    (one object per line). Errors name the file, and the line for JSONL."""
+    path = Path(path)
     if path.suffix == ".csv":
-        return pd.read_csv(path)
-    if path.suffix in (".jsonl", ".json"):
-        return pd.read_json(path, lines=path.suffix == ".jsonl")
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path} is empty") from None
+        except pd.errors.ParserError as err:
+            raise ValueError(f"{path}: not a readable CSV file ({err})") from None
+    if path.suffix == ".jsonl":
+        return _read_jsonl(path)
     raise ValueError(f"unsupported file type {path.suffix!r} for {path}: use .csv or .jsonl")
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _shipped_file(files: str, split: str, manifest: dict) -> Path:
+    """A shipped split, checked against the sha256 in data/manifest.json (an edited or damaged
+    file would silently change every number computed from it)."""
+    path = data_dir() / files / f"{split}.csv"
+    expected = manifest["datasets"][files]["splits"][split]["sha256"]
+    if not path.is_file():
+        raise FileNotFoundError(f"shipped file {path} is missing: restore it with git checkout")
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ValueError(f"shipped file {path} does not match data/manifest.json (sha256 {actual[:12]}..., "
+                         f"expected {expected[:12]}...): restore it with `git checkout {path}` or "
+                         "regenerate with data/build_datasets.py")
+    return path
+
+
+def data_files(name_or_path: str, split: str) -> list[Path]:
+    """The local files a split is read from (empty for hub datasets), for the run identity."""
+    if name_or_path.startswith("hf:"):
+        return []
+    path = Path(name_or_path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return [p for p in (path / f"{split}.csv", path / f"{split}.jsonl") if p.exists()][:1]
+    files = ALIASES.get(name_or_path, (name_or_path, None, None))[0]
+    return [data_dir() / files / f"{split}.csv"]
+
+
 def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = "text",
-                 label_column: str | None = "label", task: str | None = None) -> TextDataset:
+                 label_column: str | None = "label", task: str | None = None,
+                 label_names: list[str] | None = None) -> TextDataset:
     """Load one split of a shipped dataset, a local file or folder, or a Hugging Face dataset.
 
     - shipped: `movie-sentiment`, `movie-rating` (the same sentences, rating as regression target),
-      `trec6`, `sms-spam` (see data/README.md);
+      `trec6`, `sms-spam` (see data/README.md), checked against data/manifest.json;
     - a local `.csv`/`.jsonl` file (then `split` is only a label), or a folder holding
       `<split>.csv` / `<split>.jsonl`;
     - `hf:<name>[/<config>]`, for example `hf:glue/sst2` (needs `datasets` and a network).
+
+    task and label_names: decide them once (from the training split, or declared) and pass them
+    for the other splits, so every split is scored with the same label mapping. Without them a
+    numeric label column with a non-whole value is regression, anything else classification.
     """
+    for argument, value in (("name_or_path", name_or_path), ("split", split), ("text_column", text_column)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{argument} must be a non-empty string, got {value!r}")
+    if label_column is not None and (not isinstance(label_column, str) or not label_column):
+        raise ValueError(f"label_column must be a non-empty string or None, got {label_column!r}")
+    if task not in (None, "classification", "regression"):
+        raise ValueError(f"task must be None, 'classification' or 'regression', got {task!r} "
+                         "(generation is made from classification data with as_generation)")
+    if label_names is not None and (isinstance(label_names, str) or not isinstance(label_names, (list, tuple))):
+        raise ValueError(f"label_names must be a list of names or None, got {label_names!r}")
     if split not in SPLITS and not name_or_path.startswith("hf:") and not Path(name_or_path).is_file():
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     if name_or_path.startswith("hf:"):
-        return _load_hub(name_or_path[3:], split, text_column, label_column, task)
+        return _load_hub(name_or_path[3:], split, text_column, label_column, task, label_names)
     path = Path(name_or_path)
     if path.is_file():
-        return _from_frame(_read_table(path), path.stem, split, text_column, label_column, task, None)
+        return _from_frame(read_table(path), path.stem, split, text_column, label_column, task, label_names, str(path))
     if path.is_dir():
         for suffix in (".csv", ".jsonl"):
             if (path / f"{split}{suffix}").exists():
-                frame = _read_table(path / f"{split}{suffix}")
-                return _from_frame(frame, path.name, split, text_column, label_column, task, None)
+                file = path / f"{split}{suffix}"
+                return _from_frame(read_table(file), path.name, split, text_column, label_column, task,
+                                   label_names, str(file))
         raise FileNotFoundError(f"folder {path} has no {split}.csv or {split}.jsonl")
     files, label_column_override, alias_task = ALIASES.get(name_or_path, (name_or_path, None, None))
     manifest = json.loads((data_dir() / "manifest.json").read_text())
@@ -154,10 +294,11 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
             "not an existing file or folder, and not 'hf:<name>'"
         )
     meta = manifest["datasets"][files]
-    frame = pd.read_csv(data_dir() / files / f"{split}.csv", keep_default_na=False)
+    file = _shipped_file(files, split, manifest)
+    frame = pd.read_csv(file, keep_default_na=False, dtype=str)
     dataset = _from_frame(
         frame, name_or_path, split, meta["text_column"], label_column_override or meta["label_column"],
-        alias_task or meta["task"], None if alias_task == "regression" else meta["label_names"],
+        alias_task or meta["task"], None if alias_task == "regression" else meta["label_names"], str(file),
     )
     dataset.meta = {"source": meta["source"], "licence": meta["licence"]}
     return dataset
@@ -168,17 +309,19 @@ HUB_TEXT_COLUMNS = [("sentence1", "sentence2"), ("question1", "question2"), ("qu
                     ("premise", "hypothesis"), ("sentence", None), ("text", None)]
 
 
-def _load_hub(spec: str, split: str, text_column: str, label_column: str | None, task: str | None) -> TextDataset:
+def _load_hub(spec: str, split: str, text_column: str, label_column: str | None, task: str | None,
+              label_names: list[str] | None = None) -> TextDataset:
     try:
         import datasets
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("hub datasets need the `datasets` package: pip install -e '.[hub]'") from err
     name, _, config = spec.partition("/")
     hub = datasets.load_dataset(name, config or None, split=split)
-    return _from_hub_frame(hub.to_pandas(), hub.features, spec, split, text_column, label_column, task)
+    return _from_hub_frame(hub.to_pandas(), hub.features, spec, split, text_column, label_column, task, label_names)
 
 
-def _from_hub_frame(frame: pd.DataFrame, features, spec, split, text_column, label_column, task) -> TextDataset:
+def _from_hub_frame(frame: pd.DataFrame, features, spec, split, text_column, label_column, task,
+                    label_names=None) -> TextDataset:
     """A hub split as a TextDataset: GLUE's text columns found by name, class names taken from
     the features, and a split without labels (GLUE hides its test labels as -1) refused."""
     pair = None
@@ -187,7 +330,6 @@ def _from_hub_frame(frame: pd.DataFrame, features, spec, split, text_column, lab
             if first in frame.columns and (second is None or second in frame.columns):
                 text_column, pair = first, second
                 break
-    label_names = None
     if label_column and label_column in frame.columns:
         if pd.api.types.is_integer_dtype(frame[label_column]) and (frame[label_column] < 0).any():
             raise ValueError(f"split {split!r} of {spec} has no labels (label -1): GLUE hides its test labels, "
