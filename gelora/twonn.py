@@ -93,7 +93,17 @@ def two_nearest_neighbors(X, block_size: int = 2048, candidates: int = 3,
     n = X.shape[0]
     if n < 3:
         raise ValueError(f"need at least 3 distinct points for two neighbours each, got {n}")
+    if not _is_whole(block_size) or block_size < 1 or not _is_whole(candidates) or candidates < 2:
+        raise ValueError(f"block_size must be a whole number >= 1 and candidates >= 2, got {block_size!r}, {candidates!r}")
     k = min(candidates, n - 1)
+    # Scale by a power of two (exact in floating point) so the float32 search neither overflows
+    # (data around 1e19) nor underflows (around 1e-22): the dimension is the same for X and c X.
+    X64 = X.to(torch.float64)
+    peak = float((X64 - X64.mean(dim=0, keepdim=True)).abs().max())
+    if peak == 0.0:
+        raise ValueError("all points are identical: no neighbour distances")
+    scale = 2.0 ** round(math.log2(peak))
+    X = (X64 / scale).to(X.dtype)
     X32 = (X - X.to(torch.float64).mean(dim=0, keepdim=True).to(X.dtype)).to(torch.float32)
     sq = (X32.to(torch.float64) ** 2).sum(dim=1).to(torch.float32)
     best_d = torch.full((n, k), float("inf"), device=X.device)
@@ -118,6 +128,7 @@ def two_nearest_neighbors(X, block_size: int = 2048, candidates: int = 3,
         exact[:, c] = torch.linalg.vector_norm(X[best_i[:, c]] - X, dim=1, dtype=torch.float64)
     exact, order = torch.sort(exact, dim=1)
     idx = torch.gather(best_i, 1, order)[:, :2]
+    exact = exact * scale
     return exact[:, 0].cpu().numpy(), exact[:, 1].cpu().numpy(), idx.cpu().numpy()
 
 
@@ -134,11 +145,17 @@ def fit_mu(mu: np.ndarray, discard_fraction: float = 0.1, method: str = "linear"
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     if not 0.0 <= discard_fraction < 1.0:
         raise ValueError(f"discard_fraction must be in [0, 1), got {discard_fraction}")
+    mu = np.asarray(mu, dtype=float)
+    if mu.ndim != 1 or not np.isfinite(mu).all() or (mu < 1).any():
+        raise ValueError("mu must be a 1-D array of finite ratios r2 / r1 >= 1")
     N = len(mu)
     n_keep = min(int(math.floor(N * (1.0 - discard_fraction))), N - 1)  # F = 1 would give y = inf
     if n_keep < 2:
         raise ValueError(f"only {n_keep} point(s) left after discarding {discard_fraction:.0%} of {N}")
     log_mu = np.log(np.sort(mu)[:n_keep])
+    if log_mu[-1] == log_mu[0]:
+        raise ValueError(f"every fitted mu equals {np.exp(log_mu[0]):.6g} (first and second neighbours tie, as on a "
+                         "regular grid): the TwoNN law cannot be fitted to these points")
     y = -np.log1p(-np.arange(1, n_keep + 1) / N)
     if method == "linear":
         d = float(np.dot(log_mu, y) / np.dot(log_mu, log_mu))
@@ -230,12 +247,20 @@ class TwoNN(BaseEstimator):
             return float("nan"), (float("nan"), float("nan"))
         rng = np.random.default_rng(self.random_state)
         N = len(self.mu_)
-        estimates = np.array([
-            fit_mu(self.mu_[rng.integers(0, N, N)], self.discard_fraction, "linear")[0]
-            for _ in range(self.n_bootstrap)
-        ])
-        low, high = np.quantile(estimates, [alpha / 2, 1 - alpha / 2])
-        return float(estimates.std(ddof=1)), (float(low), float(high))
+        estimates = np.array([self._resample_fit(self.mu_[rng.integers(0, N, N)]) for _ in range(self.n_bootstrap)])
+        failed = int(np.isnan(estimates).sum())
+        if failed > 0.05 * len(estimates):
+            warnings.warn(f"TwoNN: {failed} of {len(estimates)} bootstrap resamples could not be fitted; "
+                          "no interval", stacklevel=3)
+            return float("nan"), (float("nan"), float("nan"))
+        low, high = np.nanquantile(estimates, [alpha / 2, 1 - alpha / 2])
+        return float(np.nanstd(estimates, ddof=1)), (float(low), float(high))
+
+    def _resample_fit(self, mu: np.ndarray) -> float:
+        try:
+            return fit_mu(mu, self.discard_fraction, "linear")[0]
+        except ValueError:  # a resample of nearly tied ratios can have every kept mu equal
+            return float("nan")
 
 
 def twonn(X, **kwargs) -> float:
@@ -252,6 +277,9 @@ def id_scaling(X, fractions=None, min_points: int = 20, repeats: int = 5, random
     """
     import pandas as pd
 
+    for name, value, low in (("min_points", min_points, 3), ("repeats", repeats, 1)):
+        if not _is_whole(value) or value < low:
+            raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
     data, _ = deduplicate(_as_tensor(X))
     N = data.shape[0]
     if N < min_points:
