@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,15 +34,17 @@ def backbone(model):
     return getattr(model, "base_model", model)
 
 
-def fingerprint(model) -> str:
-    """A cheap hash of a model: its config and a slice of every parameter (changes with training)."""
+def fingerprint(model, full: bool = False) -> str:
+    """A hash of a model: its config and every parameter's name and shape, with a slice of 64
+    values of each (cheap, changes with training) or, with full=True, every value."""
     digest = hashlib.sha256()
     config = getattr(model, "config", None)
     if config is not None:
         digest.update(config.to_json_string(use_diff=False).encode())
     for name, param in model.named_parameters():
         digest.update(name.encode() + str(tuple(param.shape)).encode())
-        digest.update(param.detach().flatten()[:64].float().cpu().numpy().tobytes())
+        values = param.detach().flatten() if full else param.detach().flatten()[:64]
+        digest.update(values.float().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -76,6 +80,10 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
     """
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+    for name, value, low in (("max_length", max_length, 2), ("batch_size", batch_size, 1),
+                             ("max_points", max_points, 3), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
     texts = _check_texts(texts)
     cache_file = None
     if cache_dir is not None:
@@ -86,8 +94,9 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
         }, sort_keys=True).encode()).hexdigest()[:24]
         cache_file = Path(cache_dir) / f"hidden-{pooling}-{key}.npz"
         if cache_file.exists():
-            with np.load(cache_file) as stored:
-                return [stored[f"layer_{j}"] for j in range(len(stored.files))]
+            cached = _read_cache(cache_file, len(texts) if pooling != "tokens" else None)
+            if cached is not None:
+                return cached
     encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     lengths = np.array([len(ids) for ids in encoded])
     picks = _token_choice(lengths, max_points, seed) if pooling == "tokens" else None
@@ -133,11 +142,40 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
     finally:
         net.train(was_training)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
-        np.savez(tmp, **{f"layer_{j}": x for j, x in enumerate(outputs)})
-        os.replace(tmp, cache_file)
+        _write_cache(cache_file, outputs)
     return outputs
+
+
+def _read_cache(path: Path, n_rows: int | None) -> list[np.ndarray] | None:
+    """The cached states, or None (with a warning; the caller recomputes and overwrites) when
+    the file is damaged or does not hold one finite float32 array of n_rows per layer."""
+    try:
+        with np.load(path) as stored:
+            layers = [stored[f"layer_{j}"] for j in range(len(stored.files))]
+        ok = layers and all(x.ndim == 2 and x.dtype == np.float32 and np.isfinite(x).all() for x in layers)
+        ok = ok and len({x.shape for x in layers}) == 1 and (n_rows is None or layers[0].shape[0] == n_rows)
+    except Exception as error:  # a truncated zip, a missing key, bad bytes
+        ok, layers = False, error
+    if ok:
+        return layers
+    warnings.warn(f"probe cache {path} is damaged ({layers if isinstance(layers, Exception) else 'bad arrays'}): "
+                  "recomputing it", stacklevel=3)
+    return None
+
+
+def _write_cache(path: Path, outputs: list[np.ndarray]) -> None:
+    """Write under a unique temporary name, then rename: two processes probing the same texts never
+    write into one file, and a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **{f"layer_{j}": x for j, x in enumerate(outputs)})
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def profile_from_states(states: Sequence[np.ndarray], estimator: TwoNN | None = None,
@@ -188,12 +226,36 @@ def save_profile(profile: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 def load_profile(path: str | os.PathLike) -> pd.DataFrame:
     """Read a profile CSV written by `save_profile`, checking it is one."""
-    profile = pd.read_csv(path, keep_default_na=True)
+    try:
+        profile = pd.read_csv(path, keep_default_na=True, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise ValueError(f"{path} is not a readable ID profile CSV: {error}") from None
     missing = [c for c in ("layer", "dimension") if c not in profile.columns]
     if missing:
         raise ValueError(f"{path} is not an ID profile: missing column(s) {missing}")
+    check_profile(profile, str(path))
     profile["note"] = profile.get("note", pd.Series([""] * len(profile))).fillna("")
     return profile
+
+
+def check_profile(profile: pd.DataFrame, source: str = "the profile") -> None:
+    """A profile has layers 0..L, each once (in any order), and dimensions that are numbers >= 0 (NaN
+    only where a layer has no dimension, which the rank rule then refuses or notes)."""
+    layers = pd.to_numeric(profile["layer"], errors="coerce")
+    if layers.isna().any() or not (layers == layers.round()).all():
+        raise ValueError(f"{source}: every layer must be a whole number, got {profile['layer'].tolist()[:10]}")
+    expected = list(range(len(profile)))
+    if sorted(layers.astype(int).tolist()) != expected:
+        seen = layers.astype(int).tolist()
+        duplicated = sorted({x for x in seen if seen.count(x) > 1})
+        absent = sorted(set(expected) - set(seen))
+        raise ValueError(f"{source}: layers must be 0..{len(profile) - 1}, each once; duplicated {duplicated}, "
+                         f"missing {absent}, out of range {sorted(x for x in set(seen) if x not in expected)}")
+    dims = pd.to_numeric(profile["dimension"], errors="coerce")
+    bad = [int(j) for j, d, raw in zip(layers, dims, profile["dimension"]) if (pd.isna(d) and not pd.isna(raw))
+           or (not pd.isna(d) and (not np.isfinite(d) or d < 0))]
+    if bad:
+        raise ValueError(f"{source}: the dimension of layer(s) {bad} is not a number >= 0")
 
 
 def probe_dataset(model_name: str, dataset: str, n_examples: int, pooling: str = "mean", max_length: int = 64,

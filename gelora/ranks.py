@@ -12,7 +12,9 @@ input is profile layer k and output profile layer k + 1 (layer 0 is the embeddin
 from __future__ import annotations
 
 import math
+import numbers
 import re
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from .probe import check_profile
 from .targets import module_ranks
 
 ROUNDING = {"ceil": math.ceil, "round": lambda x: int(math.floor(x + 0.5)), "floor": math.floor}
@@ -49,12 +52,18 @@ class RankAllocation:
 
 def _dimensions(profile) -> np.ndarray:
     if isinstance(profile, pd.DataFrame):
-        if "dimension" not in profile.columns:
-            raise ValueError("the profile has no 'dimension' column")
-        profile = profile.sort_values("layer")["dimension"] if "layer" in profile.columns else profile["dimension"]
-    dims = np.asarray(profile, dtype=float)
+        if "dimension" not in profile.columns or "layer" not in profile.columns:
+            raise ValueError("the profile needs 'layer' and 'dimension' columns")
+        check_profile(profile)
+        profile = profile.sort_values("layer")["dimension"]
+    try:
+        dims = np.asarray(profile, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"a profile is a DataFrame or a sequence of dimensions, got {profile!r}") from None
     if dims.ndim != 1 or len(dims) < 2:
         raise ValueError(f"a profile needs the dimension of at least 2 layers, got shape {dims.shape}")
+    if (dims[np.isfinite(dims)] < 0).any() or np.isinf(dims).any():
+        raise ValueError(f"dimensions must be finite numbers >= 0 (NaN: no dimension), got {dims.tolist()}")
     return dims
 
 
@@ -122,8 +131,14 @@ def gelora_ranks(profile, min_rank: int = 0, max_rank: int | None = None, roundi
     """
     if rounding not in ROUNDING:
         raise ValueError(f"unknown rounding {rounding!r}; expected one of {tuple(ROUNDING)}")
-    if min_rank < 0 or offset < 0:
-        raise ValueError("min_rank and offset must be >= 0")
+    for name, value, optional in (("min_rank", min_rank, False), ("max_rank", max_rank, True), ("budget", budget, True)):
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (0 if name == "min_rank" else 1):
+            raise ValueError(f"{name} must be a whole number >= {0 if name == 'min_rank' else 1}"
+                             f"{' or None' if optional else ''}, got {value!r}")
+    if isinstance(offset, bool) or not isinstance(offset, numbers.Real) or not math.isfinite(offset) or offset < 0:
+        raise ValueError(f"offset must be a finite number >= 0, got {offset!r}")
     if max_rank is not None and max_rank < max(min_rank, 1):
         raise ValueError(f"max_rank={max_rank} is below min_rank={min_rank} (or 1)")
     dims = _dimensions(profile)
@@ -137,7 +152,8 @@ def gelora_ranks(profile, min_rank: int = 0, max_rank: int | None = None, roundi
         ranks = [int(ROUNDING[rounding](w)) for w in weights]
         ranks = [max(min_rank, r if max_rank is None else min(r, max_rank)) for r in ranks]
         params = adapter_params(shapes, ranks, adapter) if shapes is not None else None
-        return RankAllocation(ranks, bounds.tolist(), dims.tolist(), adapter, params, None, settings, notes)
+        return RankAllocation(ranks, bounds.tolist(), dims.tolist(), adapter, params, None, settings,
+                              _note_switched_off(ranks, notes))
     if shapes is None:
         raise ValueError("budget matching needs the model's target shapes: shapes=block_shapes(model, targets)")
     mats = _shapes_in_order(shapes, len(bounds), adapter)
@@ -177,7 +193,19 @@ def gelora_ranks(profile, min_rank: int = 0, max_rank: int | None = None, roundi
         ranks[best] += 1
     params = cost(ranks)
     notes.append(f"scaled to a budget of {budget}: {params} parameters ({params / budget:.2%})")
-    return RankAllocation(ranks, bounds.tolist(), dims.tolist(), adapter, params, budget, settings, notes)
+    return RankAllocation(ranks, bounds.tolist(), dims.tolist(), adapter, params, budget, settings,
+                          _note_switched_off(ranks, notes))
+
+
+def _note_switched_off(ranks: list[int], notes: list[str]) -> list[str]:
+    """A block at rank 0 is not adapted at all: say so in the notes and as a warning, never silently."""
+    off = [k for k, r in enumerate(ranks) if r == 0]
+    if off:
+        message = (f"block(s) {off} get rank 0 and are not adapted (bound + offset is 0, or the budget does "
+                   "not reach rank 1 there); pass offset > 0, min_rank >= 1 or a larger budget to adapt every block")
+        notes.append(message)
+        warnings.warn(f"GeLoRA: {message}", stacklevel=3)
+    return notes
 
 
 def _task_type(model) -> str | None:
