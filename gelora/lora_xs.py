@@ -14,16 +14,18 @@ Verbs, in the spirit of minLoRA: `add_lora_xs` (wrap the targets, freeze the res
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save, save_file
 
 from .targets import find_targets, module_ranks, uniform_module_ranks, unwrap, weight_shape
 
@@ -104,6 +106,8 @@ class LoraXSConfig:
     trainable_modules: list[str] = field(default_factory=list)
     base_model: str | None = None
     settings: dict = field(default_factory=dict)
+    weights_sha256: str | None = None  # of the weights file, written by save_adapter
+    base_fingerprint: str | None = None  # of the base model's target weights the adapter was trained on
 
 
 def adapter_layers(model: nn.Module) -> dict[str, LoraXSLayer]:
@@ -306,31 +310,92 @@ def _adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def base_fingerprint(model: nn.Module, names) -> str:
+    """sha256 of the base (unmerged) weights of the named target modules: what an adapter's
+    B, A and R were computed for. Another checkpoint, seed or merged model gives another hash."""
+    digest = hashlib.sha256()
+    modules = dict(model.named_modules())
+    for name in sorted(names):
+        module = modules[name]
+        if isinstance(module, LoraXSLayer) and module.merged:
+            raise ValueError("the adapter is merged into the weights: unmerge_adapters(model) first")
+        weight = unwrap(module.base_layer if isinstance(module, LoraXSLayer) else module).weight
+        digest.update(name.encode() + str(tuple(weight.shape)).encode())
+        digest.update(weight.detach().float().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write the adapter (B, A, R of every layer, the trained head) and its config to a folder."""
+    """Write the adapter (B, A, R of every layer, the trained head) and its config to a folder.
+    The config carries the sha256 of the weights file and a fingerprint of the base weights, so
+    `load_adapter` can refuse a damaged file or another base model."""
     layers = _layers_or_raise(model)
     if any(layer.merged for layer in layers.values()):
         raise ValueError("unmerge the adapter before saving it")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous().cpu() for k, v in _adapter_state(model).items()}, str(path / WEIGHTS_FILE))
-    (path / CONFIG_FILE).write_text(json.dumps(asdict(model.lora_xs_config), indent=2) + "\n")
+    weights = save(_adapter_state_cpu(model))
+    config = replace(model.lora_xs_config, weights_sha256=hashlib.sha256(weights).hexdigest(),
+                     base_fingerprint=base_fingerprint(model, layers))
+    _write_atomically(path / WEIGHTS_FILE, weights)
+    _write_atomically(path / CONFIG_FILE, (json.dumps(asdict(config), indent=2) + "\n").encode())
     return path
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Rebuild a saved adapter on a fresh base model. Every key and shape must match: a missing or
-    unexpected tensor raises, naming it, and the model is then left exactly as it was."""
-    path = Path(path)
+def _adapter_state_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.contiguous().cpu() for k, v in _adapter_state(model).items()}
+
+
+def _read_adapter(path: Path) -> tuple[LoraXSConfig, dict[str, torch.Tensor]]:
+    """The config and tensors of a saved adapter, the weights checked against their checksum."""
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path / name} does not exist: not a folder written by save_adapter")
     try:
         config = LoraXSConfig(**json.loads((path / CONFIG_FILE).read_text()))
-    except (json.JSONDecodeError, TypeError) as error:
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path / CONFIG_FILE} is not a valid adapter config: {error}") from error
-    stored = load_file(str(path / WEIGHTS_FILE))
+    if not isinstance(config.ranks, dict) or not config.ranks or not all(
+            isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in config.ranks.values()):
+        raise ValueError(f"{path / CONFIG_FILE}: ranks must map module names to positive whole numbers, "
+                         f"got {config.ranks!r}")
+    if config.weights_sha256 is None or config.base_fingerprint is None:
+        raise ValueError(f"{path / CONFIG_FILE} has no weights checksum or base fingerprint: save the adapter again")
+    data = (path / WEIGHTS_FILE).read_bytes()
+    if hashlib.sha256(data).hexdigest() != config.weights_sha256:
+        raise ValueError(f"{path / WEIGHTS_FILE} does not match the checksum in {CONFIG_FILE}: the file is damaged "
+                         "or was changed after saving")
+    try:
+        return config, load(data)
+    except Exception as error:  # safetensors raises its own error types
+        raise ValueError(f"{path / WEIGHTS_FILE} is not a readable safetensors file: {error}") from None
+
+
+def load_adapter(model: nn.Module, path: str | os.PathLike, check_base: bool = True) -> nn.Module:
+    """Rebuild a saved adapter on a fresh base model. Every key and shape must match, the weights
+    file must match its checksum and, unless check_base=False, the model's target weights must be
+    the ones the adapter was saved with. Any failure raises, naming what, and leaves the model
+    exactly as it was."""
+    path = Path(path)
+    config, stored = _read_adapter(path)
+    if adapter_layers(model):
+        raise ValueError("the model already has LoRA-XS layers: load onto a fresh base model")
     targets = find_targets(model, list(config.ranks))
+    if check_base and base_fingerprint(model, config.ranks) != config.base_fingerprint:
+        raise ValueError(f"the adapter in {path} was saved on other base weights (another checkpoint or seed): "
+                         "load it onto the model it was trained from, or pass check_base=False to override")
     layers = {name: LoraXSLayer(targets[name], r, config.dropout) for name, r in config.ranks.items()}
     trainable = _trainable_names(model, config.trainable_modules)
     expected = {f"{name}.{key}": getattr(layer, key) for name, layer in layers.items()
@@ -343,16 +408,27 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     wrong = [k for k in expected if tuple(stored[k].shape) != tuple(expected[k].shape)]
     if wrong:
         raise ValueError(f"tensor shapes differ from the model for {wrong[:5]}")
-    if adapter_layers(model):
-        raise ValueError("the model already has LoRA-XS layers: load onto a fresh base model")
-    model._lora_xs_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
-    with torch.no_grad():
-        for key, target in expected.items():
-            target.copy_(stored[key].to(target.dtype))
-    for name, layer in layers.items():
-        _set_module(model, name, layer)
-    _freeze(model, trainable)
-    model.lora_xs_config = config
+    head_before = {k: v.detach().clone() for k, v in expected.items() if k.rsplit(".", 1)[0] not in layers}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    try:
+        with torch.no_grad():
+            for key, target in expected.items():
+                target.copy_(stored[key].to(target.dtype))
+        for name, layer in layers.items():
+            _set_module(model, name, layer)
+        _freeze(model, trainable)
+    except BaseException:
+        for name, layer in layers.items():  # put back what was there: nothing half-wrapped
+            if isinstance(model.get_submodule(name), LoraXSLayer):
+                _set_module(model, name, layer.base_layer)
+        with torch.no_grad():
+            for key, value in head_before.items():
+                expected[key].copy_(value)
+        for name, param in model.named_parameters():
+            param.requires_grad_(flags.get(name, param.requires_grad))
+        raise
+    model._lora_xs_requires_grad = flags
+    model.lora_xs_config = replace(config)
     return model
 
 
