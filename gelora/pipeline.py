@@ -13,6 +13,7 @@ no notebook declares is an error, never a warning. Executed notebooks are saved 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import time
@@ -57,12 +58,23 @@ def load_profile(name_or_path: str) -> dict:
         path = PROFILES_DIR / f"{name_or_path}.yaml"
     if not path.exists():
         raise ValueError(f"unknown profile {name_or_path!r}: not one of {available_profiles()} nor a YAML file")
-    profile = yaml.safe_load(path.read_text()) or {}
+    try:
+        with open(path, encoding="utf-8") as handle:  # a file stream: YAML's errors then name it with the line
+            profile = yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        raise ValueError(f"profile {path} is not valid YAML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"profile {path} is not UTF-8 text: {error}") from None
+    profile = {} if profile is None else profile
+    if not isinstance(profile, dict):
+        raise ValueError(f"profile {path} must be a mapping with common / notebooks sections, got {type(profile).__name__}")
+    for section in ("common", "notebooks"):
+        if profile.get(section) is not None and not isinstance(profile[section], dict):
+            raise ValueError(f"profile {path}: section {section!r} must be a mapping")
+        profile[section] = profile.get(section) or {}
     unknown = sorted(set(profile) - {"description", "common", "notebooks"})
     if unknown:
         raise ValueError(f"profile {path} has unknown section(s) {unknown}; expected common, notebooks, description")
-    profile.setdefault("common", {})
-    profile.setdefault("notebooks", {})
     for section in profile["notebooks"].values():
         if section is not None and not isinstance(section, dict):
             raise ValueError(f"profile {path}: every notebooks.<name> section must be a mapping")
@@ -94,7 +106,11 @@ def parse_override(text: str) -> tuple[str | None, str, object]:
         raise ValueError(f"override {text!r} is not name=value")
     key, _, raw = text.partition("=")
     notebook, _, name = key.rpartition(".")
-    return notebook or None, name.strip(), yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ValueError(f"override {text!r}: the value is not valid YAML ({error})") from None
+    return notebook or None, name.strip(), value
 
 
 def _check_type(notebook: str, name: str, value, declared: dict) -> None:
@@ -161,6 +177,28 @@ class NotebookFailed(RuntimeError):
     """A notebook stopped on an error: which notebook, which cell, what error."""
 
 
+def mark(path: Path, status: str, reason: str = "") -> None:
+    """Write the run's outcome into an executed notebook's metadata (`gelora.status`: completed,
+    failed or interrupted); a failure also sets papermill's own `exception` flag."""
+    import nbformat
+
+    if not path.exists():
+        return
+    book = nbformat.read(str(path), as_version=4)
+    book.metadata["gelora"] = {"status": status, "reason": reason}
+    if status != "completed":
+        book.metadata.setdefault("papermill", {})["exception"] = True
+    nbformat.write(book, str(path))
+
+
+def executed_status(path: str | Path) -> str:
+    """completed, failed, interrupted, or unknown (a copy killed before it could be marked, or
+    not written by this pipeline): only `completed` is a finished notebook."""
+    import nbformat
+
+    return nbformat.read(str(path), as_version=4).metadata.get("gelora", {}).get("status", "unknown")
+
+
 def run(profile_name: str = "cpu", overrides: list[str] = (), only: list[str] | None = None,
         run_dir: str | None = None, progress: bool = True) -> list[Path]:
     """Execute the notebooks; returns the executed copies. Raises NotebookFailed at the first
@@ -179,15 +217,22 @@ def run(profile_name: str = "cpu", overrides: list[str] = (), only: list[str] | 
         out = folder / path.name
         print(f"[{index}/{len(steps)}] {path.stem}  " + " ".join(f"{k}={v}" for k, v in params.items()), flush=True)
         start = time.perf_counter()
+        out.unlink(missing_ok=True)  # an older copy must not stand in for this run
         try:
             papermill.execute_notebook(str(path), str(out), parameters=params, cwd=str(repo_root()),
                                        progress_bar=progress, kernel_name="python3")
         except PapermillExecutionError as err:
             source = (err.source or "").strip().splitlines()
             first = source[0] if source else ""
-            raise NotebookFailed(
-                f"{path.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
-                f"{err.ename}: {err.evalue}\n  cell begins: {first}\n  executed copy: {out}") from None
+            message = (f"{path.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+                       f"{err.ename}: {err.evalue}")
+            mark(out, "failed", message)
+            raise NotebookFailed(f"{message}\n  cell begins: {first}\n  executed copy: {out}") from None
+        except BaseException as err:  # Ctrl-C, a dead kernel, a full disk: never left looking complete
+            with contextlib.suppress(Exception):
+                mark(out, "interrupted", f"{type(err).__name__}: {err}")
+            raise
+        mark(out, "completed")
         print(f"      done in {time.perf_counter() - start:.0f} s -> {out}", flush=True)
         outputs.append(out)
     return outputs
