@@ -58,9 +58,9 @@ class FinetuneConfig:
     gelora_rounding: str = setting("ceil", "method", "rounding of the bounds without a budget: ceil | round | floor")
     lora_scale: float = setting(2.0, "method", "LoRA scaling alpha / r (alpha = scale * r)")
     dropout: float = setting(0.0, "method", "dropout on the adapter input")
-    sb_num_samples: int = setting(64, "method", "examples in the gradient estimate of LoRA-SB, GeLoRA-SB and LoRA-GA")
+    sb_num_samples: int = setting(64, "method", "examples in the gradient estimate of LoRA-SB, GeLoRA-SB, LoRA-GA (at most; recorded)")
     sb_init_lr: float | None = setting(None, "method", "first-step lr that scales the LoRA-SB update (None: lr / warm-up steps)")
-    eva_examples: int = setting(256, "method", "examples in EVA's activation pass")
+    eva_examples: int = setting(256, "method", "examples in EVA's activation pass (at most: the training set if smaller; recorded)")
     adalora_orth_reg: float = setting(0.1, "method", "AdaLoRA's orthogonality penalty (its paper's GLUE value; PEFT: 0.5)")
     epochs: float = setting(1.0, "optimisation", "passes over the training examples")
     batch_size: int = setting(16, "optimisation", "examples per optimiser step")
@@ -84,15 +84,88 @@ class FinetuneConfig:
                 setattr(self, f.name, float(value))
             elif isinstance(value, tuple):
                 setattr(self, f.name, list(value))
+        if isinstance(self.target_modules, str):  # one module name, not a list of its letters
+            self.target_modules = [self.target_modules]
+
+    def settings(self) -> dict:
+        """The settings that decide the numbers (output folder, cache and display left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_IDENTITY}
 
     def identity(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_IDENTITY}
+        """Everything that decides the run's numbers: the settings, the content of the files they
+        name (data splits and ID profile, by sha256), the base model's weights (a fingerprint) and
+        the process layout. Two runs with equal identities compute the same thing."""
+        return {"settings": self.settings(), "content": content_fingerprints(self), "world_size": world_size()}
 
     @property
     def run_id(self) -> str:
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
         model = Path(self.model).name if os.sep in self.model else self.model
         return f"{self.dataset.replace('/', '-')}__{model.replace('/', '-')}__{self.method}__seed{self.seed}__{digest}"
+
+
+def world_size() -> int:
+    """Processes of a torchrun / accelerate launch (1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+_HASHES: dict = {}
+
+
+def _file_hash(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, modification time) for this process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        from .data import file_sha256
+
+        _HASHES[key] = file_sha256(path)
+    return _HASHES[key]
+
+
+def _folder_hash(folder: Path) -> str:
+    """One hash over every file of a model folder (weights, config, tokenizer), by name and content."""
+    digest = hashlib.sha256()
+    def counts(path: Path) -> bool:  # hidden files and folders (.cache locks) and bytecode decide nothing
+        parts = path.relative_to(folder).parts
+        return path.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in parts)
+
+    for path in sorted(p for p in folder.rglob("*") if counts(p)):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + _file_hash(path).encode())
+    return digest.hexdigest()
+
+
+def model_fingerprint(name: str, seed: int) -> str:
+    """What the base weights are: a hash of the files of the packaged model or a local folder, the
+    weights themselves for a model built in-process (they depend on the seed and on the library
+    versions), and the name for a hub id (its revision cannot be known offline)."""
+    from .models import BUILTIN, load_model, minilm_path
+
+    if name == "minilm":
+        return "files:" + _folder_hash(minilm_path())
+    if name in BUILTIN:
+        key = ("in-process", name, seed)
+        if key not in _HASHES:
+            from .probe import fingerprint
+
+            model, _ = load_model(name, "features", seed=seed)
+            _HASHES[key] = "weights:" + fingerprint(model, full=True)
+        return _HASHES[key]
+    if Path(name).is_dir():
+        return "files:" + _folder_hash(Path(name))
+    return "hub:" + name
+
+
+def content_fingerprints(config: FinetuneConfig) -> dict:
+    """sha256 of every local file the run reads (data splits, ID profile) and the model fingerprint."""
+    from .data import data_files
+
+    data = {}
+    for split in ("train", "validation", config.test_split):
+        data[split] = [_file_hash(p) for p in data_files(config.dataset, split) if p.is_file()]
+    uses = get_method(config.method).uses_profile and config.profile is not None
+    profile = _file_hash(Path(config.profile)) if uses and Path(config.profile).is_file() else None
+    return {"data": data, "profile": profile, "model": model_fingerprint(config.model, config.seed)}
 
 
 def _check_whole(config, name: str, low: int, optional: bool = False) -> None:
@@ -146,6 +219,11 @@ def validate(config: FinetuneConfig) -> None:
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {getattr(config, name)!r}")
+    if config.profile is not None:
+        if not isinstance(config.profile, str) or not Path(config.profile).is_file():
+            raise ValueError(f"profile must be the path of an ID profile CSV or None, got {config.profile!r} (no such file)")
+    if config.test_split not in ("validation", "test"):
+        raise ValueError(f"test_split must be 'test' or 'validation', got {config.test_split!r}")
     if config.gelora_max_rank is not None and config.gelora_max_rank < max(config.gelora_min_rank, 1):
         raise ValueError(f"gelora_max_rank={config.gelora_max_rank} is below gelora_min_rank={config.gelora_min_rank}")
     if config.device == "cuda" and not torch.cuda.is_available():

@@ -35,7 +35,7 @@ from .ranks import (
     matched_baselines,
     realised_ranks,
 )
-from .targets import block_shapes, default_targets
+from .targets import block_shapes, default_targets, uniform_module_ranks
 
 FAMILIES = ("full", "lora", "lora_xs")  # every weight; B A factors; B R A with only R trained
 
@@ -85,6 +85,9 @@ class BuildContext:
                 raise FileNotFoundError(f"ID profile {config.profile} does not exist")
             profile = load_profile(config.profile)
         else:
+            if config.probe_examples > len(self.train):
+                raise ValueError(f"probe_examples={config.probe_examples} exceeds the {len(self.train)} training "
+                                 "examples: lower it, or give a profile CSV")
             texts = self.train.subset(config.probe_examples, seed=config.seed).texts
             profile = id_profile(self.model, self.tokenizer, texts, pooling=config.probe_pooling,
                                  max_length=config.max_length, cache_dir=config.cache_dir, progress=config.progress)
@@ -174,8 +177,14 @@ def build(ctx: BuildContext) -> tuple[torch.nn.Module, dict]:
     if method.family != "full":
         ctx.targets = list(ctx.config.target_modules or default_targets(ctx.model))
         ctx.shapes = block_shapes(ctx.model, ctx.targets)
+        if not method.uses_profile:  # a uniform rank larger than a matrix side is refused here, for every method
+            uniform_module_ranks(ctx.model, ctx.rank(), ctx.targets)
     start = time.perf_counter()
     model, info = method.build(ctx)
+    passes = {"lora_sb": "sb_num_samples", "gelora_sb": "sb_num_samples", "lora_ga": "sb_num_samples",
+              "eva": "eva_examples"}
+    if method.name in passes:  # the examples a data pass really saw: fewer when the training set is smaller
+        info["data_pass_examples"] = min(getattr(ctx.config, passes[method.name]), len(ctx.train_tokens))
     if method.family != "full":
         info = {"target_modules": list(ctx.targets), **info}
         if method.params is not None and "expected_adapter_params" not in info:

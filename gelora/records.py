@@ -83,3 +83,43 @@ def jsonable(value):
     if isinstance(value, (set, tuple)):
         return list(value)
     return str(value)
+
+
+def check_writable(folder: str | os.PathLike, argument: str = "output_dir") -> Path:
+    """Create `folder` and prove a file can be written there, before any work that would be lost."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"{argument} {str(folder)!r} cannot hold the results: {error}") from None
+    return folder
+
+
+def read_record(path: Path, identity: dict) -> dict:
+    """A stored record, reused only if it is this run's: valid JSON, a record, and the same
+    identity (settings, file contents, model, process layout). Anything else is an error that
+    names the file and how to redo the run."""
+    redo = f"delete {path} or rerun with force=True (--force)"
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a valid record (truncated or edited: {error}); {redo}") from None
+    if not isinstance(record, dict) or "identity" not in record or "test" not in record:
+        raise ValueError(f"{path} is not a gelora run record (no identity or test results); {redo}")
+    expected = json.loads(json.dumps(identity, sort_keys=True, default=jsonable))
+    if record["identity"] != expected:
+        differ = sorted(_differences(record["identity"], expected))
+        raise ValueError(f"{path} holds another run's record (differs in {differ[:6]}); {redo}")
+    return record
+
+
+def _differences(stored, expected, prefix: str = "") -> list[str]:
+    if isinstance(stored, dict) and isinstance(expected, dict):
+        out = []
+        for key in set(stored) | set(expected):
+            out += _differences(stored.get(key), expected.get(key), f"{prefix}{key}.")
+        return out
+    return [] if stored == expected else [prefix.rstrip(".")]

@@ -18,13 +18,31 @@ def load_records(results_dir: str | os.PathLike) -> list[dict]:
     folder = Path(results_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"no results folder {folder}")
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not a valid record ({error}): delete it and rerun that run") from None
+        if not isinstance(record, dict) or not {"run_id", "method", "seed", "test"} <= set(record):
+            raise ValueError(f"{path} is not a gelora run record: move it out of {folder}")
+        records.append(record)
+    return records
 
 
 def runs_table(records: list[dict]) -> pd.DataFrame:
     """One row per run: method, seed, validation and test metric, parameters, time, memory."""
     if not records:
         raise ValueError("no result records to tabulate")
+    runs: dict = {}
+    for r in records:
+        runs.setdefault((r["dataset"], r["model"], r["method"], r["seed"]), []).append(r["run_id"])
+    mixed = {key: ids for key, ids in runs.items() if len(ids) > 1}
+    if mixed:
+        (dataset, model, method, seed), ids = next(iter(mixed.items()))
+        raise ValueError(f"{len(ids)} runs of {method} seed {seed} ({dataset}, {model}) with different settings: "
+                         f"{ids[:4]}; tabulating them together would mix results. Keep one run per method and "
+                         "seed in the folder (move older records away, or use a new run_dir)")
     rows = []
     for r in records:
         metric = r["metric"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 import transformers
-from transformers import PrinterCallback, Trainer, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from . import methods
 from .config import GROUPS, FinetuneConfig, resolve_device, validate
@@ -34,7 +34,7 @@ from .lora_xs import HEAD_NAMES
 from .metrics import PRIMARY, metric_fns
 from .models import load_model
 from .ranks import count_parameters, count_trainable
-from .records import PeakMemory, atomic_write_json, jsonable, versions
+from .records import PeakMemory, atomic_write_json, check_writable, jsonable, read_record, versions
 
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # raised inside PEFT, not ours
 
@@ -46,9 +46,19 @@ def default_lr(method: str) -> float:
 # ---------------------------------------------------------------- data
 
 def _load_data(config: FinetuneConfig):
-    splits = {}
-    for split, n in (("train", config.n_train), ("validation", config.n_eval), ("test", config.n_test)):
-        data = load_dataset(config.dataset, config.test_split if split == "test" else split)
+    """The three splits, with the task and the label mapping decided once, from the training
+    split, and applied to validation and test (a label training never saw is an error here,
+    before any training). Subset sizes larger than their split are errors."""
+    train = load_dataset(config.dataset, "train")
+    splits = {"train": train}
+    for split in ("validation", "test"):
+        splits[split] = load_dataset(config.dataset, config.test_split if split == "test" else split,
+                                     task=train.task, label_names=train.label_names)
+    for split, n, argument in (("train", config.n_train, "n_train"), ("validation", config.n_eval, "n_eval"),
+                               ("test", config.n_test, "n_test")):
+        data = splits[split]
+        if n is not None and n > len(data):
+            raise ValueError(f"{argument}={n} exceeds the {len(data)} examples of {config.dataset!r} split {data.split!r}")
         if config.task is not None and config.task != data.task:
             if config.task == "generation" and data.task == "classification":
                 data = as_generation(data, config.generation_template)
@@ -57,6 +67,29 @@ def _load_data(config: FinetuneConfig):
                                  "was asked for (only classification data can become generation)")
         splits[split] = data.subset(n, seed=config.seed)
     return splits
+
+
+class DivergenceGuard(TrainerCallback):
+    """Stops the run at the first logged loss that is NaN or infinite: an error, never a record."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "train_loss", "eval_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(value):
+                raise FloatingPointError(f"{key} is {value} at step {state.global_step}: the run diverged "
+                                         "(try a lower lr, fp32 precision, or gradient clipping)")
+
+
+LOSS_ROSE_FACTOR = 2.0
+
+
+def loss_trend(losses: list[dict]) -> dict:
+    """First and last logged training loss, and whether the loss ended above LOSS_ROSE_FACTOR
+    times its start (a run that trained away from its data: flagged, and warned about)."""
+    if not losses:
+        return {"loss_start": None, "loss_end": None, "loss_rose": False}
+    start, end = losses[0]["loss"], losses[-1]["loss"]
+    return {"loss_start": start, "loss_end": end, "loss_rose": bool(end > LOSS_ROSE_FACTOR * start and end > 0)}
 
 
 def _lr(config: FinetuneConfig) -> float:
@@ -76,6 +109,10 @@ def train_steps(model, batches, steps: int, lr: float, weight_decay: float = 0.0
     """A plain PyTorch loop (AdamW over the trainable parameters, constant lr), for the first
     steps of an adapter outside the Trainer. Returns the loss of every step; with
     evaluate_first, element 0 is the loss at initialisation on the first batch (no update)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a whole number >= 0, got {steps!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameter")
@@ -94,6 +131,8 @@ def train_steps(model, batches, steps: int, lr: float, weight_decay: float = 0.0
     for step in range(steps):
         batch = {k: v.to(device) for k, v in batches[step % len(batches)].items()}
         loss = model(**batch).loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {float(loss.detach())} at step {step}: the run diverged (try a lower lr)")
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -128,15 +167,16 @@ def finetune(method: str | None = None, config: FinetuneConfig | None = None, **
             raise TypeError(f"unknown finetune argument(s) {unknown}")
         config = FinetuneConfig(method=method, **kwargs)
     validate(config)
-    path = Path(config.output_dir) / f"{config.run_id}.json"
+    identity = config.identity()
+    path = check_writable(config.output_dir) / f"{config.run_id}.json"
     if path.exists() and not config.force:
-        record = json.loads(path.read_text())
+        record = read_record(path, identity)
         record["reused"] = True
         return record
-    return _run(config, path)
+    return _run(config, path, identity)
 
 
-def _run(config: FinetuneConfig, path: Path) -> dict:
+def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
     """Train and evaluate one run, write its record to `path` (named by the run's identity)."""
     transformers.utils.logging.set_verbosity_error()
     device, precision = resolve_device(config.device, config.precision)
@@ -166,12 +206,12 @@ def _run(config: FinetuneConfig, path: Path) -> dict:
                 eval_strategy="steps", eval_steps=eval_every, save_strategy="no", report_to=[],
                 use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16",
                 disable_tqdm=not config.progress, label_names=["labels"], dataloader_num_workers=0,
-                remove_unused_columns=False,
+                remove_unused_columns=False, logging_nan_inf_filter=False,
             )
             trainer = Trainer(model=model, args=args, train_dataset=tokens["train"],
                               eval_dataset=tokens["validation"], data_collator=collator(tokenizer, task),
                               compute_metrics=compute, preprocess_logits_for_metrics=preprocess,
-                              callbacks=method.callbacks() or None)
+                              callbacks=[DivergenceGuard(), *method.callbacks()])
             if not config.progress:
                 trainer.remove_callback(PrinterCallback)
             start = time.perf_counter()
@@ -198,8 +238,12 @@ def _run(config: FinetuneConfig, path: Path) -> dict:
         "train_examples": len(tokens["train"]), "lr": lr,
         "wall_time_s": time.perf_counter() - wall, "train_time_s": train_time,
         "peak_memory_mb": memory.peak_mb, "device": device, "precision": precision,
-        "config": dataclasses.asdict(config), "versions": versions(), **info,
+        "config": dataclasses.asdict(config), "identity": identity, "versions": versions(), **info,
     }
+    record.update(loss_trend(record["train_loss"]))
+    if record["loss_rose"]:
+        warnings.warn(f"{path.stem}: the training loss rose from {record['loss_start']:.4g} to {record['loss_end']:.4g}; "
+                      "the record is flagged (loss_rose)", stacklevel=2)
     record.update(method.finish(model))
     record["ranks"] = {str(k): v for k, v in record.get("ranks", {}).items()}
     if trainer.is_world_process_zero():

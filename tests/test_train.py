@@ -15,7 +15,7 @@ from gelora.train import finetune
 METHODS = names()
 
 TINY = dict(model="tiny-bert", dataset="movie-sentiment", n_train=32, n_eval=16, n_test=16, batch_size=8,
-            epochs=6, evals=1, max_length=32, probe_examples=64, sb_num_samples=16, progress=False)
+            epochs=6, evals=1, max_length=32, probe_examples=32, sb_num_samples=16, progress=False)
 
 
 def easy_task(folder):
