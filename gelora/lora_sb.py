@@ -11,6 +11,7 @@ key on load. The structure and its verbs (add, enable, merge, remove, save) are 
 """
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Mapping
 
@@ -53,10 +54,10 @@ def estimate_update(model: nn.Module, batches: Iterable[Mapping], target_modules
     the same examples always give the same update. lr is the learning rate of the first
     (warm-up) optimiser step.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    if lr <= 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a whole number >= 1, got {num_samples!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     targets = find_targets(model, target_modules)
     weights = {name: unwrap(module).weight for name, module in targets.items()}
     params = list(model.parameters())

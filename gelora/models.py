@@ -86,8 +86,14 @@ def load_model(name: str = "minilm", task: str = "classification", num_labels: i
     classification head (None means 2); a regression head always has one output. New heads are initialised under
     `seed` without touching the global RNG.
     """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a model name or folder (a non-empty string), got {name!r}")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
+    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int)):
+        raise ValueError(f"num_labels must be a whole number or None, got {num_labels!r}")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {tuple(DTYPES)}")
     head = _head_kwargs(task, num_labels)

@@ -1,4 +1,6 @@
 import copy
+import hashlib
+import json
 import random
 
 import numpy as np
@@ -178,12 +180,20 @@ def test_save_load_identical_and_strict(adapted, batches, tmp_path):
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(str(tmp_path / "adapter" / "lora_xs_adapter.safetensors"))
+
+    def rewrite(new_tensors):  # a consistent file with other keys: its checksum updated too
+        save_file(new_tensors, str(tmp_path / "adapter" / "lora_xs_adapter.safetensors"))
+        config_path = tmp_path / "adapter" / "lora_xs_config.json"
+        config = json.loads(config_path.read_text())
+        config["weights_sha256"] = hashlib.sha256((tmp_path / "adapter" / "lora_xs_adapter.safetensors").read_bytes()).hexdigest()
+        config_path.write_text(json.dumps(config))
+
     missing = dict(tensors)
     missing.pop(next(k for k in tensors if k.endswith("lora_R")))
-    save_file(missing, str(tmp_path / "adapter" / "lora_xs_adapter.safetensors"))
+    rewrite(missing)
     with pytest.raises(KeyError, match="missing"):
         load_adapter(load_model("tiny-bert", "classification", 2)[0], tmp_path / "adapter")
-    save_file(dict(tensors, extra=torch.zeros(1)), str(tmp_path / "adapter" / "lora_xs_adapter.safetensors"))
+    rewrite(dict(tensors, extra=torch.zeros(1)))
     with pytest.raises(KeyError, match="unexpected"):
         load_adapter(load_model("tiny-bert", "classification", 2)[0], tmp_path / "adapter")
 

@@ -23,6 +23,7 @@ from gelora.targets import block_index, block_shapes, find_targets
 PROFILE = [10.0, 12.0, 11.0, 15.2, 15.2]  # bounds: 2, 0, 4.2, 0
 
 
+@pytest.mark.filterwarnings("ignore:GeLoRA. block")
 def test_hand_computed_ranks():
     assert gelora_ranks(PROFILE).ranks == [2, 0, 5, 0]
     assert gelora_ranks(PROFILE, rounding="floor").ranks == [2, 0, 4, 0]
