@@ -271,6 +271,10 @@ def run_grid(method_names, seeds, budget: int | None = None, lrs: dict | None = 
         raise ValueError(f"unknown method(s) {unknown}; expected names from {methods.names()}")
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed")
+    for argument, values in (("method_names", list(method_names)), ("seeds", list(seeds))):
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise ValueError(f"{argument} repeats {repeated}: each run once")
     records = []
     for method in method_names:
         for seed in seeds:

@@ -774,6 +774,11 @@ def _(tmp):
     load_records(tmp)
 
 
+@case("harness", "a grid that repeats a seed", ValueError, r"seeds repeats \[0\]: each run once")
+def _(tmp):
+    train.run_grid(["lora"], [0, 1, 0], output_dir=str(tmp))
+
+
 # ---------------------------------------------------------------- pipeline
 
 @case("pipeline", "broken YAML names the file and line", ValueError, r"(?s)broken\.yaml is not valid YAML: .*broken\.yaml\", line 3")
