@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .methods import get_method
+from .plan import world_size
 
 GROUPS = ("data", "model", "method", "optimisation", "output")
 # Settings that do not change the numbers, left out of the run's identity.
@@ -63,7 +64,8 @@ class FinetuneConfig:
     eva_examples: int = setting(256, "method", "examples in EVA's activation pass (at most: the training set if smaller; recorded)")
     adalora_orth_reg: float = setting(0.1, "method", "AdaLoRA's orthogonality penalty (its paper's GLUE value; PEFT: 0.5)")
     epochs: float = setting(1.0, "optimisation", "passes over the training examples")
-    batch_size: int = setting(16, "optimisation", "examples per optimiser step")
+    batch_size: int = setting(16, "optimisation", "examples per optimiser step: the global batch, over all processes and accumulation")
+    gradient_accumulation: int = setting(1, "optimisation", "micro-batches per optimiser step (batch_size stays the global batch)")
     lr: float | None = setting(None, "optimisation", "peak learning rate (None: the method's default in the registry)")
     weight_decay: float = setting(0.0, "optimisation", "AdamW weight decay")
     warmup_ratio: float = setting(0.06, "optimisation", "fraction of the steps with a linear warm-up")
@@ -102,11 +104,6 @@ class FinetuneConfig:
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
         model = Path(self.model).name if os.sep in self.model else self.model
         return f"{self.dataset.replace('/', '-')}__{model.replace('/', '-')}__{self.method}__seed{self.seed}__{digest}"
-
-
-def world_size() -> int:
-    """Processes of a torchrun / accelerate launch (1 without a launcher)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 _HASHES: dict = {}
@@ -194,7 +191,8 @@ def validate(config: FinetuneConfig) -> None:
     for name in ("dataset", "model", "test_split", "generation_template", "output_dir"):
         if not isinstance(getattr(config, name), str) or not getattr(config, name):
             raise ValueError(f"{name} must be a non-empty string, got {getattr(config, name)!r}")
-    for name in ("max_length", "batch_size", "rank", "sb_num_samples", "probe_examples", "eva_examples", "evals"):
+    for name in ("max_length", "batch_size", "rank", "sb_num_samples", "probe_examples", "eva_examples", "evals",
+                 "gradient_accumulation"):
         _check_whole(config, name, 1)
     _check_whole(config, "seed", 0)
     _check_whole(config, "gelora_min_rank", 0)
@@ -226,6 +224,10 @@ def validate(config: FinetuneConfig) -> None:
         raise ValueError(f"test_split must be 'test' or 'validation', got {config.test_split!r}")
     if config.gelora_max_rank is not None and config.gelora_max_rank < max(config.gelora_min_rank, 1):
         raise ValueError(f"gelora_max_rank={config.gelora_max_rank} is below gelora_min_rank={config.gelora_min_rank}")
+    split = world_size() * config.gradient_accumulation
+    if config.batch_size % split:
+        raise ValueError(f"batch_size={config.batch_size} (the global batch) does not split evenly over {world_size()} "
+                         f"process(es) x gradient_accumulation={config.gradient_accumulation}: use a multiple of {split}")
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but no CUDA device is available")
 

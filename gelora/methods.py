@@ -9,6 +9,7 @@ Adding a method is one `register(Method(...))` here and one row in `tests/test_m
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import time
@@ -73,12 +74,16 @@ class BuildContext:
         return self.uniform().get("r", self.config.rank)
 
     def batches(self, dataset=None, drop_labels: bool = False):
-        """Seeded, shuffled batches of the training tokens (or `dataset`) for a data pass."""
+        """Seeded, shuffled batches of the training tokens (or `dataset`) for a data pass (the
+        LoRA-SB and LoRA-GA gradients, EVA's activations). Under torchrun / accelerate every
+        process runs the same pass on the same batches, with no communication and no shared file,
+        so every process builds the identical adapter (the record's `adapter_init_sha256`)."""
         return seeded_loader(dataset if dataset is not None else self.train_tokens, self.tokenizer, self.train.task,
                              self.config.batch_size, self.config.seed, drop_labels)
 
     def allocation(self, adapter: str):
-        """GeLoRA ranks from the ID profile (read from `config.profile` or probed now)."""
+        """GeLoRA ranks from the ID profile (read from `config.profile` or probed now; under several
+        processes each probes the same texts, and a shared cache is written under unique names)."""
         config = self.config
         if config.profile is not None:
             if not Path(config.profile).is_file():
@@ -190,7 +195,20 @@ def build(ctx: BuildContext) -> tuple[torch.nn.Module, dict]:
         if method.params is not None and "expected_adapter_params" not in info:
             info["expected_adapter_params"] = method.params(ctx.shapes, info["ranks"])
     info["init_time_s"] = time.perf_counter() - start
+    info["adapter_init_sha256"] = adapter_state_sha256(model)
     return model, info
+
+
+def adapter_state_sha256(model) -> str:
+    """A hash of what the method put on the model before training: every trainable tensor and
+    every adapter buffer (LoRA-XS's B and A). Equal hashes: the same initialisation, whatever
+    the process layout that computed it."""
+    digest = hashlib.sha256()
+    tensors = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    tensors += [(n, b) for n, b in model.named_buffers() if "lora_" in n]
+    for name, tensor in sorted(tensors, key=lambda item: item[0]):
+        digest.update(name.encode() + tensor.detach().float().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- builders
@@ -285,6 +303,7 @@ def _eva(ctx):
     model = get_peft_model(ctx.model.to(ctx.device), peft_config, low_cpu_mem_usage=True)
     subset = torch.utils.data.Subset(ctx.train_tokens, range(min(config.eva_examples, len(ctx.train_tokens))))
     initialize_lora_eva_weights(model, ctx.batches(subset, drop_labels=config.task != "generation"),
+                                gather_distributed_inputs=False,  # every process already sees the same batches
                                 show_progress_bar=config.progress)
     realised = realised_ranks(model)
     return model, {"ranks": realised, "expected_adapter_params": sum(

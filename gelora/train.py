@@ -33,6 +33,7 @@ from .data import as_generation, collator, load_dataset, tokenize
 from .lora_xs import HEAD_NAMES
 from .metrics import PRIMARY, metric_fns
 from .models import load_model
+from .plan import local_rank, plan_steps
 from .ranks import count_parameters, count_trainable
 from .records import PeakMemory, atomic_write_json, check_writable, jsonable, read_record, versions
 
@@ -187,31 +188,38 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
     model, tokenizer = load_model(config.model, task, train.num_labels if task == "classification" else None,
                                   seed=config.seed)
     tokens = {split: tokenize(d, tokenizer, config.max_length) for split, d in data.items()}
-    steps_per_epoch = math.ceil(len(tokens["train"]) / config.batch_size)
-    total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
-    warmup_steps = int(config.warmup_ratio * total_steps)
+    plan = plan_steps(len(tokens["train"]), config.batch_size, config.epochs, config.warmup_ratio, config.evals,
+                      config.gradient_accumulation)
     lr = _lr(config)
+    build_device = f"cuda:{local_rank()}" if device == "cuda" else device  # each process its own GPU
     with PeakMemory(device) as memory:
         method = methods.get_method(config.method)
-        model, info = methods.build(methods.BuildContext(config, model, tokenizer, train, tokens["train"], total_steps,
-                                                         warmup_steps, lr, device))
+        model, info = methods.build(methods.BuildContext(config, model, tokenizer, train, tokens["train"],
+                                                         plan.total_steps, plan.warmup_steps, lr, build_device))
         preprocess, compute = metric_fns(task, train.num_labels)
-        eval_every = max(1, total_steps // max(1, config.evals))
         with tempfile.TemporaryDirectory() as scratch:
             args = TrainingArguments(
                 output_dir=scratch, seed=config.seed, data_seed=config.seed, learning_rate=lr,
-                num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
-                per_device_eval_batch_size=max(32, config.batch_size), weight_decay=config.weight_decay,
-                warmup_steps=warmup_steps, lr_scheduler_type="linear", logging_steps=max(1, total_steps // 50),
-                eval_strategy="steps", eval_steps=eval_every, save_strategy="no", report_to=[],
+                max_steps=plan.total_steps, per_device_train_batch_size=plan.per_device_batch,
+                gradient_accumulation_steps=plan.gradient_accumulation,
+                per_device_eval_batch_size=max(32, plan.per_device_batch), weight_decay=config.weight_decay,
+                warmup_steps=plan.warmup_steps, lr_scheduler_type="linear", logging_steps=plan.logging_steps,
+                eval_strategy="steps", eval_steps=plan.eval_steps, save_strategy="no", report_to=[],
                 use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16",
                 disable_tqdm=not config.progress, label_names=["labels"], dataloader_num_workers=0,
                 remove_unused_columns=False, logging_nan_inf_filter=False,
+                ddp_backend="gloo" if device == "cpu" and plan.world_size > 1 else None,
+                ddp_find_unused_parameters=False,  # every trainable parameter takes part in every step
             )
             trainer = Trainer(model=model, args=args, train_dataset=tokens["train"],
                               eval_dataset=tokens["validation"], data_collator=collator(tokenizer, task),
                               compute_metrics=compute, preprocess_logits_for_metrics=preprocess,
                               callbacks=[DivergenceGuard(), *method.callbacks()])
+            # The Trainer multiplies the loss by the number of processes for models that take loss
+            # keyword arguments, assuming a loss summed over tokens and divided by the global count.
+            # A classification head returns a per-device mean: that scaling would double the loss
+            # (and the gradients) under 2 processes and sum, not average, accumulated micro-batches.
+            trainer.model_accepts_loss_kwargs = task == "generation"
             if not config.progress:
                 trainer.remove_callback(PrinterCallback)
             start = time.perf_counter()
@@ -235,7 +243,9 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
         "train_loss": [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e],
         "trainable_params": trainable, "head_params": head, "adapter_params": trainable - head,
         "total_params": count_parameters(model), "steps": trainer.state.global_step,
-        "train_examples": len(tokens["train"]), "lr": lr,
+        "train_examples": len(tokens["train"]), "lr": lr, "plan": plan.as_dict(),
+        "world_size": plan.world_size, "gradient_accumulation": plan.gradient_accumulation,
+        "global_batch": plan.global_batch,
         "wall_time_s": time.perf_counter() - wall, "train_time_s": train_time,
         "peak_memory_mb": memory.peak_mb, "device": device, "precision": precision,
         "config": dataclasses.asdict(config), "identity": identity, "versions": versions(), **info,
