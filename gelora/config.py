@@ -22,7 +22,7 @@ from .plan import world_size
 
 GROUPS = ("data", "model", "method", "optimisation", "output")
 # Settings that do not change the numbers, left out of the run's identity.
-NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir")
+NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir", "processes")  # processes: in the identity's world_size
 
 
 def setting(default, group: str, help: str):
@@ -70,6 +70,7 @@ class FinetuneConfig:
     weight_decay: float = setting(0.0, "optimisation", "AdamW weight decay")
     warmup_ratio: float = setting(0.06, "optimisation", "fraction of the steps with a linear warm-up")
     evals: int = setting(4, "optimisation", "evaluations on the validation split during training")
+    processes: int | None = setting(None, "optimisation", "processes of the run (None: as launched; given: collect such records)")
     device: str = setting("auto", "optimisation", "auto | cpu | cuda")
     precision: str = setting("auto", "optimisation", "auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16")
     output_dir: str = setting("runs/results", "output", "folder of the JSON records")
@@ -97,7 +98,8 @@ class FinetuneConfig:
         """Everything that decides the run's numbers: the settings, the content of the files they
         name (data splits and ID profile, by sha256), the base model's weights (a fingerprint) and
         the process layout. Two runs with equal identities compute the same thing."""
-        return {"settings": self.settings(), "content": content_fingerprints(self), "world_size": world_size()}
+        processes = self.processes if self.processes is not None else world_size()
+        return {"settings": self.settings(), "content": content_fingerprints(self), "world_size": processes}
 
     @property
     def run_id(self) -> str:
@@ -196,7 +198,7 @@ def validate(config: FinetuneConfig) -> None:
         _check_whole(config, name, 1)
     _check_whole(config, "seed", 0)
     _check_whole(config, "gelora_min_rank", 0)
-    for name in ("n_train", "n_eval", "n_test", "budget", "gelora_max_rank"):
+    for name in ("n_train", "n_eval", "n_test", "budget", "gelora_max_rank", "processes"):
         _check_whole(config, name, 1, optional=True)
     _check_real(config, "epochs", 0, open_low=True)
     _check_real(config, "lr", 0, open_low=True, optional=True)
@@ -224,9 +226,10 @@ def validate(config: FinetuneConfig) -> None:
         raise ValueError(f"test_split must be 'test' or 'validation', got {config.test_split!r}")
     if config.gelora_max_rank is not None and config.gelora_max_rank < max(config.gelora_min_rank, 1):
         raise ValueError(f"gelora_max_rank={config.gelora_max_rank} is below gelora_min_rank={config.gelora_min_rank}")
-    split = world_size() * config.gradient_accumulation
+    processes = config.processes if config.processes is not None else world_size()
+    split = processes * config.gradient_accumulation
     if config.batch_size % split:
-        raise ValueError(f"batch_size={config.batch_size} (the global batch) does not split evenly over {world_size()} "
+        raise ValueError(f"batch_size={config.batch_size} (the global batch) does not split evenly over {processes} "
                          f"process(es) x gradient_accumulation={config.gradient_accumulation}: use a multiple of {split}")
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but no CUDA device is available")

@@ -33,7 +33,7 @@ from .data import as_generation, collator, load_dataset, tokenize
 from .lora_xs import HEAD_NAMES
 from .metrics import PRIMARY, metric_fns
 from .models import load_model
-from .plan import local_rank, plan_steps
+from .plan import local_rank, plan_steps, world_size
 from .ranks import count_parameters, count_trainable
 from .records import PeakMemory, atomic_write_json, check_writable, jsonable, read_record, versions
 
@@ -174,6 +174,10 @@ def finetune(method: str | None = None, config: FinetuneConfig | None = None, **
         record = read_record(path, identity)
         record["reused"] = True
         return record
+    if config.processes is not None and config.processes != world_size():
+        raise ValueError(f"no record of this run with processes={config.processes} in {config.output_dir}, and this "
+                         f"launch has {world_size()} process(es): train it with `torchrun --nproc-per-node "
+                         f"{config.processes} -m gelora.train ...` (python -m gelora.grid prints the command)")
     return _run(config, path, identity)
 
 
@@ -276,28 +280,23 @@ def run_grid(method_names, seeds, budget: int | None = None, lrs: dict | None = 
     """Every method x seed with the same settings (FinetuneConfig fields): full fine-tuning
     without a budget, every adapter at `budget`, `lrs` overriding the registry's learning rates.
     Finished runs are read back. Returns the records (without the model objects), in order."""
-    unknown = sorted(set(method_names) - set(methods.names())) + sorted(set(lrs or {}) - set(methods.names()))
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; expected names from {methods.names()}")
-    if not seeds:
-        raise ValueError("seeds is empty: give at least one seed")
-    for argument, values in (("method_names", list(method_names)), ("seeds", list(seeds))):
-        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
-        if repeated:
-            raise ValueError(f"{argument} repeats {repeated}: each run once")
+    from .grid import grid_configs
+
+    return run_configs(grid_configs(method_names, seeds, budget, lrs, **settings), log)
+
+
+def run_configs(configs, log=print) -> list[dict]:
+    """Run (or read back) each config in turn; returns the records without the model objects."""
     records = []
-    for method in method_names:
-        for seed in seeds:
-            start = time.perf_counter()
-            full = methods.get_method(method).family == "full"
-            record = finetune(method, seed=seed, budget=None if full else budget,
-                              lr=(lrs or {}).get(method), **settings)
-            record.pop("model_object", None)
-            records.append(record)
-            if log is not None:
-                status = "reused" if record.get("reused") else f"{time.perf_counter() - start:.0f} s"
-                log(f"{method:>10} seed {seed}: {record['metric']} {record['test'][record['metric']]:.4f} (test), "
-                    f"{record['adapter_params']:>10,} adapter params  [{status}]")
+    for config in configs:
+        start = time.perf_counter()
+        record = finetune(config=config)
+        record.pop("model_object", None)
+        records.append(record)
+        if log is not None:
+            status = "reused" if record.get("reused") else f"{time.perf_counter() - start:.0f} s"
+            log(f"{config.method:>10} seed {config.seed}: {record['metric']} {record['test'][record['metric']]:.4f} "
+                f"(test), {record['adapter_params']:>10,} adapter params  [{status}]")
     return records
 
 

@@ -1,0 +1,150 @@
+"""The fine-tuning grid of notebook 04 (methods x seeds at one budget), as configs and as
+independent command lines.
+
+    python -m gelora.grid --profile gpu                          # one `python -m gelora.train ...` per run
+    python -m gelora.grid --profile gpu --launcher accelerate    # `accelerate launch -m gelora.train ...`
+    python -m gelora.grid --profile cpu --missing | xargs -P 2 -I{} sh -c "{}"
+
+Each line is a standalone job for a SLURM job array, `xargs -P`, or one process per GPU; nothing
+here schedules anything. The lines build exactly the configs notebook 04 builds (the same
+function makes both), so once the jobs have finished, notebook 04 reads every record back and
+trains nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import shlex
+import sys
+from pathlib import Path
+
+from . import methods as registry
+from .config import FinetuneConfig, validate
+
+LAUNCHERS = ("python", "torchrun", "accelerate")
+NOTEBOOK = "04_fine_tuning"
+
+
+def grid_configs(method_names, seeds, budget: int | None = None, lrs: dict | None = None,
+                 **settings) -> list[FinetuneConfig]:
+    """One validated config per method and seed: full fine-tuning without a budget, every
+    adapter at `budget`, `lrs` overriding the registry's learning rates."""
+    method_names, seeds = list(method_names), list(seeds)
+    unknown = sorted(set(method_names) - set(registry.names())) + sorted(set(lrs or {}) - set(registry.names()))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; expected names from {registry.names()}")
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed")
+    for argument, values in (("method_names", method_names), ("seeds", seeds)):
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise ValueError(f"{argument} repeats {repeated}: each run once")
+    configs = []
+    for method in method_names:
+        for seed in seeds:
+            full = registry.get_method(method).family == "full"
+            config = FinetuneConfig(method=method, seed=seed, budget=None if full else budget,
+                                    lr=(lrs or {}).get(method), **settings)
+            validate(config)
+            configs.append(config)
+    return configs
+
+
+def notebook_grid(model: str, dataset: str, methods: list, seeds: list, reference_rank: int, budget, target_modules,
+                  n_train, n_eval, n_test, test_split: str, epochs: float, batch_size: int, max_length: int,
+                  lrs: dict, sb_num_samples: int, pooling: str, n_examples: int, device: str, force: bool,
+                  run_dir: str, processes: int = 1) -> tuple[list[FinetuneConfig], int]:
+    """The runs of notebook 04 from its parameters (the notebook and this module's command both
+    call it): the ID profile is read or computed first for the GeLoRA methods, the budget is
+    `budget` or uniform LoRA at `reference_rank`; `processes` > 1: the runs are trained by
+    multi-process jobs (their records are collected, never retrained in one process).
+    Returns (configs, budget)."""
+    from .notebook import budget_for, profile_for, task_model
+    from .pipeline import resolve
+
+    run = resolve(run_dir)
+    if any(registry.get_method(m).uses_profile for m in methods):
+        profile_for(run, model, dataset, n_examples, pooling, max_length, seed=min(seeds), log=None)
+    _, net, _ = task_model(model, dataset)
+    targets, budget_used = budget_for(net, target_modules, reference_rank, budget)
+    configs = grid_configs(methods, seeds, budget_used, lrs, model=model, dataset=dataset, target_modules=targets,
+                           profile=str(run / "id_profile.csv"), n_train=n_train, n_eval=n_eval, n_test=n_test,
+                           test_split=test_split, epochs=epochs, batch_size=batch_size, max_length=max_length,
+                           sb_num_samples=sb_num_samples, device=device, force=force,
+                           processes=None if processes == 1 else processes,
+                           output_dir=str(run / "results"), cache_dir=str(run / "cache"), progress=False)
+    return configs, budget_used
+
+
+def profile_parameters(profile: str, overrides=(), run_dir: str | None = None) -> dict:
+    """Notebook 04's parameters under a pipeline profile: its defaults, then the profile, then
+    the overrides (the same merge the pipeline does)."""
+    from .pipeline import declared_parameters, load_profile, notebooks, plan
+
+    path = next(p for p in notebooks() if p.stem == NOTEBOOK)
+    params = {name: ast.literal_eval(spec["default"]) for name, spec in declared_parameters(path).items()}
+    overrides = [*overrides, *([f"run_dir={run_dir}"] if run_dir else [])]
+    ((_, chosen),) = plan(load_profile(profile), overrides, only=[NOTEBOOK])
+    params.update(chosen)
+    params.pop("figures_dir", None)
+    return params
+
+
+def command_line(config: FinetuneConfig, launcher: str = "python") -> str:
+    """A shell line that runs this config with `python -m gelora.train` (only the settings that
+    differ from the defaults are written), under torchrun or accelerate with `config.processes`
+    processes when asked."""
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
+    processes = config.processes or 1
+    if launcher == "python" and processes > 1:
+        raise ValueError(f"processes={processes} needs a launcher: torchrun or accelerate")
+    args = []
+    for f in dataclasses.fields(FinetuneConfig):
+        value = getattr(config, f.name)
+        if value == f.default and f.name != "method":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if value is None:
+            raise ValueError(f"{f.name}=None cannot be written on a command line (its default is {f.default!r})")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        elif isinstance(value, list):
+            args += [flag, *map(str, value)]
+        else:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    prefix = {"python": [sys.executable, "-m"],
+              "torchrun": ["torchrun", f"--nproc-per-node={processes}", "-m"],
+              "accelerate": ["accelerate", "launch", f"--num_processes={processes}", "-m"]}[launcher]
+    return shlex.join([*prefix, "gelora.train", *args])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gelora.grid", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
+    parser.add_argument("--profile", default="cpu", help="pipeline profile (smoke, cpu, gpu) or a YAML file")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="[04.]NAME=VALUE",
+                        help="override a notebook-04 parameter, as in gelora.pipeline; repeatable")
+    parser.add_argument("--run-dir", default=None, help="results folder (default: the profile's run_dir)")
+    parser.add_argument("--launcher", default="python", choices=LAUNCHERS, help="how each job starts")
+    parser.add_argument("--processes", type=int, default=1, help="processes per job (with --launcher torchrun or accelerate)")
+    parser.add_argument("--missing", action="store_true", help="only the runs without a finished record")
+    args = parser.parse_args(argv)
+    try:
+        params = profile_parameters(args.profile, args.param, args.run_dir)
+        if args.processes != 1:
+            params["processes"] = args.processes
+        configs, _ = notebook_grid(**params)
+        for config in configs:
+            if args.missing and (Path(config.output_dir) / f"{config.run_id}.json").exists():
+                continue
+            print(command_line(config, args.launcher))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"grid error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

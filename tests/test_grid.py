@@ -1,0 +1,56 @@
+"""The grid as independent jobs: the printed command lines build exactly notebook 04's configs, and
+after running them in parallel notebook 04 trains nothing."""
+import json
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from gelora import pipeline, train
+from gelora.config import FinetuneConfig
+from gelora.grid import command_line, notebook_grid, profile_parameters
+
+METHODS = "04.methods=[lora, lora_sb, gelora]"
+
+
+def test_every_command_line_parses_back_to_its_config(tmp_path):
+    configs, budget = notebook_grid(**profile_parameters("smoke", run_dir=str(tmp_path)))
+    assert len(configs) == 10 and budget == 2048
+    for config in configs:
+        argv = shlex.split(command_line(config))
+        assert argv[:3] == [sys.executable, "-m", "gelora.train"]
+        parsed = FinetuneConfig(**vars(train._parser().parse_args(argv[3:])))
+        assert parsed == config and parsed.run_id == config.run_id
+
+
+def test_launchers(tmp_path):
+    configs, _ = notebook_grid(**dict(profile_parameters("smoke", run_dir=str(tmp_path)), processes=2))
+    assert command_line(configs[1], "torchrun").startswith("torchrun --nproc-per-node=2 -m gelora.train --method lora")
+    assert command_line(configs[1], "accelerate").startswith("accelerate launch --num_processes=2 -m gelora.train")
+    assert "--processes 2" in command_line(configs[1], "accelerate")
+    with pytest.raises(ValueError, match="processes=2 needs a launcher"):
+        command_line(configs[1], "python")
+    with pytest.raises(ValueError, match=r"no record of this run with processes=2 .*`torchrun --nproc-per-node 2"):
+        train.finetune(config=configs[1])  # one process never trains a run declared for two
+
+
+def test_parallel_jobs_then_the_notebook_trains_nothing(tmp_path):
+    run = tmp_path / "run"
+    lines = subprocess.run([sys.executable, "-m", "gelora.grid", "--profile", "smoke", "--run-dir", str(run),
+                            "-p", METHODS], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(lines) == 3
+    jobs = subprocess.run(["xargs", "-P", "2", "-I{}", "sh", "-c", "{} > /dev/null"], input="\n".join(lines),
+                          capture_output=True, text=True, timeout=600)
+    assert jobs.returncode == 0, jobs.stderr[-2000:]
+    results = run / "results"
+    before = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
+    assert len(before) == 3
+    missing = subprocess.run([sys.executable, "-m", "gelora.grid", "--profile", "smoke", "--run-dir", str(run),
+                              "-p", METHODS, "--missing"], capture_output=True, text=True, check=True).stdout
+    assert missing == ""
+    (out,) = pipeline.run("smoke", [METHODS, f"figures_dir={tmp_path / 'figures'}"], only=["04"], run_dir=str(run),
+                          progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")} == before  # nothing retrained
+    outputs = json.dumps(json.loads(out.read_text())["cells"])
+    assert outputs.count("[reused]") == 3
