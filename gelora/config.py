@@ -45,7 +45,7 @@ class FinetuneConfig:
     test_split: str = setting("test", "data", "split scored at the end ('validation' for GLUE, whose test labels are hidden)")
     max_length: int = setting(64, "data", "tokens kept per text")
     generation_template: str = setting("Text: {text}\nLabel:", "data", "prompt of the generation view of a classification task")
-    model: str = setting("minilm", "model", "'minilm' (packaged), 'tiny-bert', 'tiny-llama', a hub id or a local folder")
+    model: str = setting("minilm", "model", "'minilm' (packaged), 'tiny-bert', 'tiny-deberta', 'tiny-llama', a hub id, a local folder")
     seed: int = setting(0, "model", "seeds the data subset, the head, the adapter and the training order")
     target_modules: list[str] | None = setting(None, "method", "adapted matrices by name (None: PEFT's default for the architecture)")
     rank: int = setting(8, "method", "rank of the uniform methods (AdaLoRA: target_r) when no budget is given")

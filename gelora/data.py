@@ -5,6 +5,7 @@ notebooks never care where the text came from.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
@@ -19,6 +20,7 @@ import torch
 
 TASKS = ("classification", "regression", "generation")
 SPLITS = ("train", "validation", "test")
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 # Views of a shipped dataset under another name: (files, label column, task).
 ALIASES = {"movie-rating": ("movie-sentiment", "rating", "regression")}
 
@@ -194,8 +196,8 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A local CSV (every cell read as text: "NA", "None" and "null" stay texts) or JSONL file
-    (one object per line). Errors name the file, and the line for JSONL."""
+    """A local CSV or TSV (every cell read as text: "NA", "None" and "null" stay texts) or JSONL
+    file (one object per line). Errors name the file, and the line for JSONL."""
     path = Path(path)
     if path.suffix == ".csv":
         try:
@@ -206,9 +208,16 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             raise ValueError(f"{path} is empty") from None
         except pd.errors.ParserError as err:
             raise ValueError(f"{path}: not a readable CSV file ({err})") from None
+    if path.suffix == ".tsv":  # GLUE's own format: tab-separated, quotes are text
+        try:
+            return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8", quoting=csv.QUOTE_NONE)
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+        except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+            raise ValueError(f"{path}: not a readable TSV file ({err})") from None
     if path.suffix == ".jsonl":
         return _read_jsonl(path)
-    raise ValueError(f"unsupported file type {path.suffix!r} for {path}: use .csv or .jsonl")
+    raise ValueError(f"unsupported file type {path.suffix!r} for {path}: use .csv, .tsv or .jsonl")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -242,7 +251,7 @@ def data_files(name_or_path: str, split: str) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        return [p for p in (path / f"{split}.csv", path / f"{split}.jsonl") if p.exists()][:1]
+        return [path / f"{split}{suffix}" for suffix in TABLE_SUFFIXES if (path / f"{split}{suffix}").exists()][:1]
     files = ALIASES.get(name_or_path, (name_or_path, None, None))[0]
     return [data_dir() / files / f"{split}.csv"]
 
@@ -254,8 +263,9 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
 
     - shipped: `movie-sentiment`, `movie-rating` (the same sentences, rating as regression target),
       `trec6`, `sms-spam` (see data/README.md), checked against data/manifest.json;
-    - a local `.csv`/`.jsonl` file (then `split` is only a label), or a folder holding
-      `<split>.csv` / `<split>.jsonl`;
+    - a local `.csv` / `.tsv` / `.jsonl` file (then `split` is only a label), or a folder holding
+      `<split>.csv` / `.tsv` / `.jsonl`; the text column is `text_column`, else GLUE's names
+      (`sentence`, or `sentence1` + `sentence2` and the other GLUE pairs, tokenised together);
     - `hf:<name>[/<config>]`, for example `hf:glue/sst2` (needs `datasets` and a network).
 
     task and label_names: decide them once (from the training split, or declared) and pass them
@@ -277,15 +287,15 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
     if name_or_path.startswith("hf:"):
         return _load_hub(name_or_path[3:], split, text_column, label_column, task, label_names)
     path = Path(name_or_path)
-    if path.is_file():
-        return _from_frame(read_table(path), path.stem, split, text_column, label_column, task, label_names, str(path))
-    if path.is_dir():
-        for suffix in (".csv", ".jsonl"):
-            if (path / f"{split}{suffix}").exists():
-                file = path / f"{split}{suffix}"
-                return _from_frame(read_table(file), path.name, split, text_column, label_column, task,
-                                   label_names, str(file))
-        raise FileNotFoundError(f"folder {path} has no {split}.csv or {split}.jsonl")
+    if path.is_file() or path.is_dir():
+        files = [path] if path.is_file() else data_files(name_or_path, split)
+        if not files:
+            raise FileNotFoundError(f"folder {path} has no {' or '.join(split + s for s in TABLE_SUFFIXES)}")
+        frame = read_table(files[0])
+        column, pair = text_columns(frame, text_column)
+        name = path.stem if path.is_file() else path.name
+        dataset = _from_frame(frame, name, split, column, label_column, task, label_names, str(files[0]))
+        return _with_pairs(dataset, frame, pair, str(files[0]))
     files, label_column_override, alias_task = ALIASES.get(name_or_path, (name_or_path, None, None))
     manifest = json.loads((data_dir() / "manifest.json").read_text())
     if files not in manifest["datasets"]:
@@ -320,16 +330,33 @@ def _load_hub(spec: str, split: str, text_column: str, label_column: str | None,
     return _from_hub_frame(hub.to_pandas(), hub.features, spec, split, text_column, label_column, task, label_names)
 
 
+def text_columns(frame: pd.DataFrame, text_column: str) -> tuple[str, str | None]:
+    """(text column, second-sentence column or None): `text_column` when the table has it; for the
+    default name `text` only, GLUE's names (sentence, sentence1 + sentence2, premise + hypothesis,
+    ...). A column named by the caller is never replaced by a guess."""
+    if text_column in frame.columns or text_column != "text":
+        return text_column, None
+    for first, second in HUB_TEXT_COLUMNS:
+        if first in frame.columns and (second is None or second in frame.columns):
+            return first, second
+    return text_column, None  # missing: _from_frame names the columns there are
+
+
+def _with_pairs(dataset: TextDataset, frame: pd.DataFrame, pair: str | None, source: str) -> TextDataset:
+    if pair is not None:
+        pairs = frame[pair].tolist()
+        bad = [i for i, t in enumerate(pairs) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            raise _row_error(source, bad, f"empty or missing second sentence(s) in column {pair!r}")
+        dataset.text_pairs = pairs
+    return dataset
+
+
 def _from_hub_frame(frame: pd.DataFrame, features, spec, split, text_column, label_column, task,
                     label_names=None) -> TextDataset:
     """A hub split as a TextDataset: GLUE's text columns found by name, class names taken from
     the features, and a split without labels (GLUE hides its test labels as -1) refused."""
-    pair = None
-    if text_column not in frame.columns:
-        for first, second in HUB_TEXT_COLUMNS:
-            if first in frame.columns and (second is None or second in frame.columns):
-                text_column, pair = first, second
-                break
+    text_column, pair = text_columns(frame, text_column)
     if label_column and label_column in frame.columns:
         if pd.api.types.is_integer_dtype(frame[label_column]) and (frame[label_column] < 0).any():
             raise ValueError(f"split {split!r} of {spec} has no labels (label -1): GLUE hides its test labels, "
@@ -339,9 +366,7 @@ def _from_hub_frame(frame: pd.DataFrame, features, spec, split, text_column, lab
             label_names = list(feature.names)
             frame = frame.assign(**{label_column: [label_names[i] for i in frame[label_column]]})
     dataset = _from_frame(frame, spec, split, text_column, label_column, task, label_names)
-    if pair is not None:
-        dataset.text_pairs = frame[pair].astype(str).tolist()
-    return dataset
+    return _with_pairs(dataset, frame, pair, f"{spec} split {split!r}")
 
 
 def as_generation(dataset: TextDataset, template: str = "Text: {text}\nLabel:") -> TextDataset:

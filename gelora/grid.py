@@ -53,8 +53,8 @@ def grid_configs(method_names, seeds, budget: int | None = None, lrs: dict | Non
 
 def notebook_grid(model: str, dataset: str, methods: list, seeds: list, reference_rank: int, budget, target_modules,
                   n_train, n_eval, n_test, test_split: str, epochs: float, batch_size: int, max_length: int,
-                  lrs: dict, sb_num_samples: int, pooling: str, n_examples: int, device: str, force: bool,
-                  run_dir: str, processes: int = 1) -> tuple[list[FinetuneConfig], int]:
+                  lrs: dict, sb_num_samples: int, pooling: str, n_examples: int, device: str, precision: str,
+                  force: bool, run_dir: str, processes: int = 1) -> tuple[list[FinetuneConfig], int]:
     """The runs of notebook 04 from its parameters (the notebook and this module's command both
     call it): the ID profile is read or computed first for the GeLoRA methods, the budget is
     `budget` or uniform LoRA at `reference_rank`; `processes` > 1: the runs are trained by
@@ -71,7 +71,7 @@ def notebook_grid(model: str, dataset: str, methods: list, seeds: list, referenc
     configs = grid_configs(methods, seeds, budget_used, lrs, model=model, dataset=dataset, target_modules=targets,
                            profile=str(run / "id_profile.csv"), n_train=n_train, n_eval=n_eval, n_test=n_test,
                            test_split=test_split, epochs=epochs, batch_size=batch_size, max_length=max_length,
-                           sb_num_samples=sb_num_samples, device=device, force=force,
+                           sb_num_samples=sb_num_samples, device=device, precision=precision, force=force,
                            processes=None if processes == 1 else processes,
                            output_dir=str(run / "results"), cache_dir=str(run / "cache"), progress=False)
     return configs, budget_used

@@ -93,8 +93,9 @@ class BuildContext:
             if config.probe_examples > len(self.train):
                 raise ValueError(f"probe_examples={config.probe_examples} exceeds the {len(self.train)} training "
                                  "examples: lower it, or give a profile CSV")
-            texts = self.train.subset(config.probe_examples, seed=config.seed).texts
-            profile = id_profile(self.model, self.tokenizer, texts, pooling=config.probe_pooling,
+            subset = self.train.subset(config.probe_examples, seed=config.seed)
+            profile = id_profile(self.model, self.tokenizer, subset.texts, text_pairs=subset.text_pairs,
+                                 pooling=config.probe_pooling,
                                  max_length=config.max_length, cache_dir=config.cache_dir, progress=config.progress)
         if len(profile) - 1 != len(self.shapes):
             raise ValueError(f"the ID profile has {len(profile) - 1} blocks but the model has {len(self.shapes)}")

@@ -11,7 +11,8 @@ import transformers
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 TASKS = ("classification", "regression", "generation", "features")
-BUILTIN = ("minilm", "tiny-bert", "tiny-llama")
+BUILTIN = ("minilm", "tiny-bert", "tiny-deberta", "tiny-llama")
+TINY = ("tiny-bert", "tiny-deberta", "tiny-llama")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -53,10 +54,14 @@ def tiny_config(name: str, vocab_size: int, pad_token_id: int):
     process draws its own dropout masks) can be compared step by step."""
     common = dict(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
                   intermediate_size=128, max_position_embeddings=256, pad_token_id=pad_token_id)
-    if name == "tiny-bert":
+    if name in ("tiny-bert", "tiny-deberta"):
         common.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
     if name == "tiny-bert":
         return transformers.BertConfig(**common)
+    if name == "tiny-deberta":  # the gpu profile's architecture (DeBERTa-v2/v3: query_proj, key_proj, ...)
+        return transformers.DebertaV2Config(**common, relative_attention=True, position_buckets=32,
+                                            pos_att_type=["p2c", "c2p"], max_relative_positions=-1,
+                                            position_biased_input=False, pooler_dropout=0.0)
     return transformers.LlamaConfig(**common, num_key_value_heads=2, tie_word_embeddings=True,
                                     bos_token_id=101, eos_token_id=102)
 
@@ -84,7 +89,7 @@ def load_model(name: str = "minilm", task: str = "classification", num_labels: i
                seed: int = 0, dtype: str = "float32"):
     """Return (model, tokenizer).
 
-    name: `minilm` (packaged all-MiniLM-L6-v2, offline), `tiny-bert` / `tiny-llama` (random,
+    name: `minilm` (packaged all-MiniLM-L6-v2, offline), `tiny-bert` / `tiny-deberta` / `tiny-llama` (random,
     seeded, in-process), or a hub id / local folder. task: `classification`, `regression`,
     `generation` (causal LM) or `features` (the bare backbone). num_labels: classes of a
     classification head (None means 2); a regression head always has one output. New heads are initialised under
@@ -109,12 +114,17 @@ def load_model(name: str = "minilm", task: str = "classification", num_labels: i
     except OSError as err:
         raise ValueError(f"unknown model {name!r}: not one of {BUILTIN}, a local folder, "
                          f"or a hub id that can be reached ({err})") from err
+    except (ImportError, ValueError) as err:  # a SentencePiece tokenizer (DeBERTa-v3, T5, Llama 2) without its packages
+        if any(package in str(err) for package in ("sentencepiece", "protobuf", "tiktoken")):
+            raise ImportError(f"the tokenizer of {name!r} needs sentencepiece and protobuf: "
+                              "pip install -e '.[gpu]'") from err
+        raise
     transformers.utils.logging.set_verbosity_error()  # the "newly initialised head" report
     with seeded(seed):
-        if name in ("tiny-bert", "tiny-llama"):
+        if name in TINY:
             config = tiny_config(name, len(tokenizer), tokenizer.pad_token_id)
-            if task == "generation" and name == "tiny-bert":
-                raise ValueError("tiny-bert is an encoder: use tiny-llama for causal-LM fine-tuning")
+            if task == "generation" and name != "tiny-llama":
+                raise ValueError(f"{name} is an encoder: use tiny-llama for causal-LM fine-tuning")
             for key, value in head.items():
                 setattr(config, key, value)
             config._name_or_path = name

@@ -71,12 +71,15 @@ def _token_choice(lengths: np.ndarray, max_points: int, seed: int) -> list[np.nd
 
 def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean", max_length: int = 128,
                   batch_size: int = 32, max_points: int = 5000, seed: int = 0,
-                  cache_dir: str | os.PathLike | None = None, progress: bool = True) -> list[np.ndarray]:
+                  cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                  text_pairs: Sequence[str] | None = None) -> list[np.ndarray]:
     """Pooled hidden states per layer: a list of L + 1 float32 arrays (embedding output first).
 
     pooling: `cls` (first token), `mean` (average of non-padding tokens), `last` (last
     non-padding token, for decoders), `tokens` (every non-padding token, subsampled to
-    `max_points` with `seed`). Gradients are off and the model's mode is restored.
+    `max_points` with `seed`). text_pairs: second sentences of a pair task, tokenised with their
+    first sentences as the model sees them in fine-tuning. Gradients are off and the model's mode
+    is restored.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
@@ -85,10 +88,13 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
     texts = _check_texts(texts)
+    if text_pairs is not None and len(_check_texts(text_pairs)) != len(texts):
+        raise ValueError(f"text_pairs has {len(text_pairs)} texts for {len(texts)} first sentences")
     cache_file = None
     if cache_dir is not None:
         key = hashlib.sha256(json.dumps({
             "model": fingerprint(model), "texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest(),
+            "pairs": None if text_pairs is None else hashlib.sha256("\x00".join(text_pairs).encode()).hexdigest(),
             "pooling": pooling, "max_length": max_length, "max_points": max_points if pooling == "tokens" else None,
             "seed": seed if pooling == "tokens" else None,
         }, sort_keys=True).encode()).hexdigest()[:24]
@@ -97,7 +103,8 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
             cached = _read_cache(cache_file, len(texts) if pooling != "tokens" else None)
             if cached is not None:
                 return cached
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    encoded = tokenizer(texts, None if text_pairs is None else list(text_pairs), truncation=True,
+                        max_length=max_length)["input_ids"]
     lengths = np.array([len(ids) for ids in encoded])
     picks = _token_choice(lengths, max_points, seed) if pooling == "tokens" else None
     row_of = np.concatenate([[0], np.cumsum([len(p) for p in picks])]) if picks else None
@@ -268,6 +275,6 @@ def probe_dataset(model_name: str, dataset: str, n_examples: int, pooling: str =
     data = load_dataset(dataset, "train")
     task = data.task if data.task != "generation" else "features"
     model, tokenizer = load_model(model_name, task, data.num_labels if task == "classification" else None, seed=seed)
-    texts = data.subset(n_examples, seed=seed).texts
-    return id_profile(model, tokenizer, texts, pooling=pooling, estimator=estimator, max_length=max_length,
-                      seed=seed, **probe_kwargs)
+    subset = data.subset(n_examples, seed=seed)
+    return id_profile(model, tokenizer, subset.texts, pooling=pooling, estimator=estimator, max_length=max_length,
+                      seed=seed, text_pairs=subset.text_pairs, **probe_kwargs)

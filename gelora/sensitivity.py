@@ -16,9 +16,10 @@ def rank_sensitivity(model, tokenizer, data, shapes, budget: int, n_examples: in
     estimated another way. Variants: four TwoNN fits on `pooling` states of `n_examples` texts,
     the other `poolings`, and `pooling` on each of `sizes` texts."""
     probe = dict(max_length=max_length, seed=seed, cache_dir=cache_dir, progress=False)
-    texts = data.subset(n_examples, seed=seed).texts
+    subset = data.subset(n_examples, seed=seed)
+    texts, pairs = subset.texts, subset.text_pairs
     variants = {}
-    states = hidden_states(model, tokenizer, texts, pooling=pooling, **probe)
+    states = hidden_states(model, tokenizer, texts, pooling=pooling, text_pairs=pairs, **probe)
     for label, estimator in {"linear, discard 10% (default)": TwoNN(random_state=seed),
                              "linear, discard 0%": TwoNN(discard_fraction=0.0, random_state=seed),
                              "linear, discard 20%": TwoNN(discard_fraction=0.2, random_state=seed),
@@ -26,10 +27,11 @@ def rank_sensitivity(model, tokenizer, data, shapes, budget: int, n_examples: in
         variants[f"{pooling}, {label}"] = profile_from_states(states, estimator, pooling)
     for other in poolings:
         if other != pooling:
-            other_states = hidden_states(model, tokenizer, texts, pooling=other, **probe)
+            other_states = hidden_states(model, tokenizer, texts, pooling=other, text_pairs=pairs, **probe)
             variants[f"{other} pooling"] = profile_from_states(other_states, TwoNN(random_state=seed), other)
     for n in sizes:
-        sized = hidden_states(model, tokenizer, data.subset(n, seed=seed).texts, pooling=pooling, **probe)
+        part = data.subset(n, seed=seed)
+        sized = hidden_states(model, tokenizer, part.texts, pooling=pooling, text_pairs=part.text_pairs, **probe)
         variants[f"{n} examples"] = profile_from_states(sized, TwoNN(random_state=seed), pooling)
     rows = []
     for label, profile in variants.items():

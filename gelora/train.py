@@ -252,6 +252,7 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
         "global_batch": plan.global_batch,
         "wall_time_s": time.perf_counter() - wall, "train_time_s": train_time,
         "peak_memory_mb": memory.peak_mb, "device": device, "precision": precision,
+        "autocast_dtype": {"bf16": "bfloat16", "fp16": "float16"}.get(precision),
         "config": dataclasses.asdict(config), "identity": identity, "versions": versions(), **info,
     }
     record.update(loss_trend(record["train_loss"]))

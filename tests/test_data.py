@@ -76,9 +76,12 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="unknown split"):
         load_dataset("trec6", "dev")
     bad = tmp_path / "bad.csv"
-    pd.DataFrame({"sentence": ["a", "b"], "label": [0, 1]}).to_csv(bad, index=False)
+    pd.DataFrame({"review": ["a", "b"], "label": [0, 1]}).to_csv(bad, index=False)
     with pytest.raises(KeyError, match="no column"):
         load_dataset(str(bad))
+    glue = tmp_path / "glue.csv"  # GLUE's column name is found without being named
+    pd.DataFrame({"sentence": ["a", "b"], "label": [0, 1]}).to_csv(glue, index=False)
+    assert load_dataset(str(glue)).texts == ["a", "b"]
     empty = tmp_path / "empty.csv"
     pd.DataFrame({"text": [], "label": []}).to_csv(empty, index=False)
     with pytest.raises(ValueError, match="empty"):

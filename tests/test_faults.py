@@ -191,7 +191,7 @@ def _(tmp):
     load_dataset(str(tmp / "d.csv"))
 
 
-@case("data", "a folder without the split", FileNotFoundError, r"has no test\.csv or test\.jsonl")
+@case("data", "a folder without the split", FileNotFoundError, r"has no test\.csv or test\.tsv or test\.jsonl")
 def _(tmp):
     write_csv(tmp / "d", "train", ["one", "two"], ["a", "b"])
     load_dataset(str(tmp / "d"), "test")
