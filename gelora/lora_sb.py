@@ -143,3 +143,22 @@ def apply_lora_sb(model: nn.Module, update: Mapping[str, torch.Tensor] | None = 
     except Exception:
         remove_lora_xs(model)
         raise
+
+
+def attach_lora_sb(model: nn.Module, batches: Iterable[Mapping], init_lr: float, rank: int | None = None,
+                   ranks=None, target_modules=None, num_samples: int = 64, dropout: float = 0.0,
+                   trainable_modules="auto") -> nn.Module:
+    """LoRA-SB in your own training code (a plain `transformers.Trainer`, TRL, a loop) in one call:
+    estimate the first full-fine-tuning step on `batches` (dicts of tensors with labels, or a
+    DataLoader yielding them), attach the adapters at `rank` (or per-block `ranks`, such as a
+    GeLoRA allocation) and return the model with only the r x r cores and the head trainable.
+
+    init_lr: the learning rate of your run's first optimiser step, which scales the update (with
+    a linear warm-up of w steps to a peak lr, that is lr / w). Save with `lora_xs.save_adapter`,
+    reload with `lora_xs.load_adapter`, hand to plain PEFT with `lora_xs.export_peft_lora`."""
+    from .targets import default_targets
+
+    targets = list(target_modules or default_targets(model))
+    update = estimate_update(model, batches, targets, num_samples, init_lr)
+    return apply_lora_sb(model, update, rank=rank, ranks=ranks, target_modules=targets, dropout=dropout,
+                         trainable_modules=trainable_modules)

@@ -1,0 +1,183 @@
+"""The `gelora` command: the kit's tools for people who never open the notebooks.
+
+    gelora profile MODEL DATA        the per-layer intrinsic-dimension profile (CSV and figure)
+    gelora recommend MODEL DATA      GeLoRA ranks at a budget, as a PEFT adapter_config.json
+    gelora train ...                 one fine-tuning run (python -m gelora.train)
+    gelora grid ...                  the runs of a profile's grid as command lines (python -m gelora.grid)
+    gelora run ...                   the notebook pipeline (python -m gelora.pipeline)
+    gelora export ADAPTER MODEL OUT  a saved LoRA-SB / LoRA-XS adapter as a plain PEFT LoRA adapter
+
+MODEL: minilm, tiny-bert, tiny-deberta, tiny-llama, a Hugging Face id or a local folder.
+DATA: a shipped dataset (movie-sentiment, trec6, sms-spam), a local CSV/TSV/JSONL file or folder,
+a plain .txt file (one text per line), or hf:<name>.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model name, hub id or local folder")
+    parser.add_argument("data", help="dataset name, CSV/TSV/JSONL file or folder, .txt file, or hf:<name>")
+    parser.add_argument("--n-texts", type=int, default=1000, help="texts probed (a seeded subset)")
+    parser.add_argument("--pooling", default="mean", choices=("cls", "mean", "last", "tokens"),
+                        help="how a text's token states become one point (last: decoders)")
+    parser.add_argument("--text-column", default="text", help="text column of a table (GLUE names are found)")
+    parser.add_argument("--max-length", type=int, default=128, help="tokens kept per text")
+    parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (bounds GPU memory)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
+    parser.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
+                        help="model weights (auto: bfloat16 on a GPU that supports it, else float32)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the subset of texts and the bootstrap")
+    parser.add_argument("--out", default="gelora-out", help="folder of the outputs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _load(args):
+    import torch
+    import transformers
+
+    from .models import load_model
+
+    transformers.utils.logging.disable_progress_bar()  # the weight-loading bar: the probe has its own
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    model, tokenizer = load_model(args.model, "features", seed=args.seed, dtype=dtype)
+    return model.to(device).eval(), tokenizer
+
+
+def _profile(args, model, tokenizer):
+    from .probe import id_profile
+    from .recommend import read_texts
+    from .twonn import TwoNN
+
+    texts = read_texts(args.data, args.n_texts, args.seed, args.text_column)
+    return id_profile(model, tokenizer, texts, pooling=args.pooling, estimator=TwoNN(random_state=args.seed),
+                      max_length=args.max_length, batch_size=args.batch_size, seed=args.seed,
+                      progress=not args.no_progress)
+
+
+def profile_command(args) -> int:
+    from . import plots
+    from .probe import save_profile
+
+    model, tokenizer = _load(args)
+    profile = _profile(args, model, tokenizer)
+    out = Path(args.out)
+    save_profile(profile, out / "profile.csv")
+    plots.set_style()
+    plots.save(plots.id_profile(profile, title=f"Intrinsic dimension per layer ({args.model})"), "profile", out,
+               formats=("png",))
+    print(profile[["layer", "dimension", "ci_low", "ci_high", "n_distinct"]].round(2).to_string(index=False))
+    print(f"wrote {out / 'profile.csv'} and {out / 'profile.png'}")
+    return 0
+
+
+def recommend_command(args) -> int:
+    from .probe import load_profile, save_profile
+    from .recommend import recommend_ranks
+
+    start = time.perf_counter()
+    model, tokenizer = _load(args)
+    profile = load_profile(args.profile) if args.profile else _profile(args, model, tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rank-0 blocks are printed below, with the allocation
+        rec = recommend_ranks(model, None, budget=args.budget, rank=args.rank, target_modules=args.target_modules,
+                              tokenizer=tokenizer, offset=args.offset, min_rank=args.min_rank, max_rank=args.max_rank,
+                              task_type=args.task_type, profile=profile)
+    out = Path(args.out)
+    rec.config.save_pretrained(str(out))
+    save_profile(profile, out / "profile.csv")
+    print("block  bound  rank")
+    for block, (bound, rank) in enumerate(zip(rec.allocation.bounds, rec.allocation.ranks)):
+        print(f"{block:>5}  {bound:5.2f}  {rank:>4}")
+    print(f"{len(rec.module_ranks)} modules, {rec.params:,} trainable adapter parameters "
+          f"(budget {rec.budget:,}); {time.perf_counter() - start:.1f} s with loading and probing")
+    for note in rec.allocation.notes:
+        print("note:", note)
+    if rec.unresolved_blocks:
+        print(f"warning: the bound of block(s) {rec.unresolved_blocks} lies inside the overlapping 95 % intervals "
+              "of its two layers: those ranks are decided by noise (probe more texts, or read them as a guess)")
+    print(f"wrote {out / 'adapter_config.json'} and {out / 'profile.csv'}\n\n{rec.snippet(str(out))}")
+    return 0
+
+
+def export_command(args) -> int:
+    from .lora_xs import export_peft_lora, load_adapter
+    from .models import load_model
+
+    task = "generation" if args.task == "causal-lm" else "classification"
+    model, _ = load_model(args.model, task, args.num_labels if task == "classification" else None)
+    load_adapter(model, args.adapter, check_base=not args.skip_base_check)
+    export_peft_lora(model, args.out, base_model_name_or_path=args.model)
+    print(f"wrote a PEFT LoRA adapter to {args.out}: PeftModel.from_pretrained(base_model, {args.out!r})")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="gelora", description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    profile = commands.add_parser("profile", help="intrinsic dimension per layer of any model",
+                                  description="The per-layer TwoNN profile of a model's hidden states.")
+    _add_probe_arguments(profile)
+    profile.set_defaults(handler=profile_command)
+    recommend = commands.add_parser("recommend", help="GeLoRA ranks as a PEFT LoraConfig",
+                                    description="GeLoRA ranks at a budget, written as a PEFT adapter_config.json.")
+    _add_probe_arguments(recommend)
+    size = recommend.add_mutually_exclusive_group(required=True)
+    size.add_argument("--budget", type=int, help="trainable adapter parameters (head excluded)")
+    size.add_argument("--rank", type=int, help="the budget of uniform LoRA at this rank")
+    recommend.add_argument("--target-modules", nargs="+", default=None, help="adapted matrices (default: PEFT's)")
+    recommend.add_argument("--offset", type=float, default=1.0, help="added to every bound before scaling")
+    recommend.add_argument("--min-rank", type=int, default=0, help="smallest rank of a block")
+    recommend.add_argument("--max-rank", type=int, default=None, help="largest rank of a block")
+    recommend.add_argument("--task-type", default=None, choices=("SEQ_CLS", "CAUSAL_LM"),
+                           help="PEFT task type (default: CAUSAL_LM for decoders, else SEQ_CLS)")
+    recommend.add_argument("--profile", default=None, help="an ID profile CSV to use instead of probing")
+    recommend.set_defaults(handler=recommend_command)
+    export = commands.add_parser("export", help="a LoRA-SB / LoRA-XS adapter as a plain PEFT LoRA adapter",
+                                 description="Load a folder written by gelora.lora_xs.save_adapter onto its base "
+                                             "model and write it as a PEFT LoRA adapter.")
+    export.add_argument("adapter", help="folder written by save_adapter")
+    export.add_argument("model", help="the base model the adapter was trained on")
+    export.add_argument("out", help="folder of the PEFT adapter")
+    export.add_argument("--task", default="classification", choices=("classification", "causal-lm"))
+    export.add_argument("--num-labels", type=int, default=2, help="classes of the head (classification)")
+    export.add_argument("--skip-base-check", action="store_true", help="load onto other base weights anyway")
+    export.set_defaults(handler=export_command)
+    for name, target, text in (("train", "gelora.train", "one fine-tuning run"),
+                               ("grid", "gelora.grid", "a profile's grid as command lines"),
+                               ("run", "gelora.pipeline", "the notebook pipeline")):
+        sub = commands.add_parser(name, help=f"{text} (python -m {target}; --help for its flags)", add_help=False)
+        sub.set_defaults(handler=None, module=target)
+    return main
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    forwarded = {"train": "gelora.train", "grid": "gelora.grid", "run": "gelora.pipeline"}
+    if argv and argv[0] in forwarded:  # the existing entry points, with all their flags
+        import importlib
+
+        return importlib.import_module(forwarded[argv[0]]).main(argv[1:])
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError, ImportError, KeyError) as err:
+        print(f"gelora {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

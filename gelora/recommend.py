@@ -1,0 +1,112 @@
+"""GeLoRA rank recommendations for any model, as a PEFT config: the tool behind `gelora recommend`.
+
+    rec = recommend_ranks("path/to/model", texts, budget=300_000, target_modules=["q_proj", "v_proj"])
+    rec.config.save_pretrained("out/")          # adapter_config.json: LoraConfig.from_pretrained("out/")
+
+The profile is measured on the bare backbone (any head gives the same hidden states), ranks are
+scaled to the budget, and every adapted module is named in full with its rank, so plain
+`peft.get_peft_model(model, LoraConfig.from_pretrained("out/"))` builds exactly these ranks.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .probe import id_profile
+from .ranks import RankAllocation, adapter_params, gelora_ranks, lora_config, uniform_budget
+from .targets import block_shapes, default_targets, module_ranks
+from .twonn import TwoNN
+
+
+def read_texts(source: str, n: int | None = None, seed: int = 0, text_column: str = "text") -> list[str]:
+    """Texts to probe: a plain .txt file (one text per line, blank lines skipped), a local
+    CSV/TSV/JSONL file or folder, a shipped dataset name, or hf:<name> (its training split);
+    `n` texts drawn with `seed` (all when None)."""
+    path = Path(source)
+    if path.suffix == ".txt" and path.is_file():
+        try:
+            texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        if len(texts) < 3:
+            raise ValueError(f"{path} holds {len(texts)} non-empty line(s): TwoNN needs at least 3 texts")
+        if n is not None:
+            if n > len(texts):
+                raise ValueError(f"asked for {n} texts but {path} holds {len(texts)}")
+            import numpy as np
+
+            texts = [texts[i] for i in np.sort(np.random.default_rng(seed).choice(len(texts), n, replace=False))]
+        return texts
+    from .data import load_dataset
+
+    return load_dataset(source, "train", text_column=text_column, label_column=None).subset(n, seed=seed).texts
+
+
+@dataclass
+class Recommendation:
+    allocation: RankAllocation
+    module_ranks: dict[str, int]
+    config: object  # peft.LoraConfig
+    profile: pd.DataFrame
+    params: int
+    budget: int
+    unresolved_blocks: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def snippet(self, path: str = "gelora-recommendation") -> str:
+        """Python that applies the recommendation with plain PEFT."""
+        return ("from peft import LoraConfig, get_peft_model\n"
+                f"config = LoraConfig.from_pretrained({path!r})  # {len(self.module_ranks)} modules, "
+                f"{self.params:,} trainable adapter parameters\n"
+                "model = get_peft_model(model, config)")
+
+
+def unresolved(profile: pd.DataFrame) -> list[int]:
+    """Blocks whose bound max(d_{k+1} - d_k, 0) is decided by noise: the two layers' intervals
+    overlap, so an independent sample could give the opposite sign."""
+    rows = profile.sort_values("layer")
+    low, high = rows["ci_low"].to_numpy(), rows["ci_high"].to_numpy()
+    return [k for k in range(len(rows) - 1)
+            if not (math.isnan(low[k]) or math.isnan(low[k + 1])) and low[k + 1] <= high[k] and low[k] <= high[k + 1]]
+
+
+def recommend_ranks(model, texts, budget: int | None = None, rank: int | None = None, target_modules=None,
+                    tokenizer=None, pooling: str = "mean", offset: float = 1.0, min_rank: int = 0,
+                    max_rank: int | None = None, max_length: int = 128, batch_size: int = 32, seed: int = 0,
+                    task_type: str | None = None, profile: pd.DataFrame | None = None,
+                    progress: bool = False) -> Recommendation:
+    """GeLoRA ranks for `model` (a loaded model with `tokenizer`, or a name/folder) at `budget`
+    trainable adapter parameters, or at the budget of uniform LoRA of `rank`."""
+    start = time.perf_counter()
+    if (budget is None) == (rank is None):
+        raise ValueError("give exactly one of budget (trainable adapter parameters) or rank (uniform LoRA's budget)")
+    if isinstance(model, str):
+        from .models import load_model
+
+        model, tokenizer = load_model(model, "features", seed=seed)
+    elif tokenizer is None:
+        raise ValueError("a loaded model needs its tokenizer")
+    targets = list(target_modules or default_targets(model))
+    shapes = block_shapes(model, targets)
+    budget = uniform_budget(shapes, rank) if budget is None else budget
+    if profile is None:
+        profile = id_profile(model, tokenizer, texts, pooling=pooling, estimator=TwoNN(random_state=seed),
+                             max_length=max_length, batch_size=batch_size, seed=seed, progress=progress)
+    allocation = gelora_ranks(profile, min_rank=min_rank, max_rank=max_rank, offset=offset, budget=budget,
+                              shapes=shapes, undefined="zero")
+    chosen = module_ranks(model, allocation.by_block, targets)
+    config = lora_config(model, allocation.by_block, targets, task_type=task_type or _task_type_of(model))
+    return Recommendation(allocation, chosen, config, profile, adapter_params(shapes, allocation.ranks), budget,
+                          unresolved(profile), time.perf_counter() - start)
+
+
+def _task_type_of(model) -> str:
+    """The PEFT task type of the model a user will fine-tune: causal LM for decoders, sequence
+    classification for encoders (PEFT then trains the new head)."""
+    from .models import _is_decoder
+
+    return "CAUSAL_LM" if _is_decoder(model.config) else "SEQ_CLS"
