@@ -65,6 +65,7 @@ class FinetuneConfig:
     adalora_orth_reg: float = setting(0.1, "method", "AdaLoRA's orthogonality penalty (its paper's GLUE value; PEFT: 0.5)")
     epochs: float = setting(1.0, "optimisation", "passes over the training examples")
     batch_size: int = setting(16, "optimisation", "examples per optimiser step: the global batch, over all processes and accumulation")
+    group_by_length: bool = setting(True, "optimisation", "batches of similar lengths, evaluation sorted by length (little padding)")
     gradient_accumulation: int = setting(1, "optimisation", "micro-batches per optimiser step (batch_size stays the global batch)")
     lr: float | None = setting(None, "optimisation", "peak learning rate (None: the method's default in the registry)")
     weight_decay: float = setting(0.0, "optimisation", "AdamW weight decay")

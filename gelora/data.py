@@ -100,7 +100,13 @@ class TextDataset:
             labels=None if self.labels is None else self.labels[idx],
             responses=None if self.responses is None else [self.responses[i] for i in idx],
             text_pairs=None if self.text_pairs is None else [self.text_pairs[i] for i in idx],
+            meta={**self.meta, "indices": [int(i) for i in idx]},  # positions in the split, for paired scores
         )
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Positions of these examples in their split (0..n-1 for a whole split)."""
+        return np.asarray(self.meta.get("indices", range(len(self))), dtype=np.int64)
 
 
 def _row_error(source: str, rows: list[int], what: str) -> ValueError:
@@ -437,9 +443,21 @@ def collator(tokenizer, task: str):
     return DataCollatorWithPadding(tokenizer)
 
 
-def seeded_loader(tokens, tokenizer, task: str, batch_size: int, seed: int, drop_labels: bool = False):
+def by_length(tokens: TokenizedDataset) -> tuple[TokenizedDataset, np.ndarray]:
+    """The examples sorted by length, longest first (evaluation batches then hold little padding),
+    and the order: sorted[k] is tokens[order[k]]."""
+    order = np.argsort([-len(f["input_ids"]) for f in tokens.features], kind="stable")
+    return TokenizedDataset([tokens.features[i] for i in order]), order
+
+
+def seeded_loader(tokens, tokenizer, task: str, batch_size: int, seed: int, drop_labels: bool = False,
+                  group_by_length: bool = True):
     """Shuffled batches in one seeded order (the global RNG is not used), so a pass over the first
-    n examples always sees the same n. drop_labels: for passes that need inputs only (EVA)."""
+    n examples always sees the same n. group_by_length: batches of similar lengths (the Trainer's
+    LengthGroupedSampler: shuffled mega-batches sorted by length), so little padding is computed.
+    drop_labels: for passes that need inputs only (EVA)."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
     collate = collator(tokenizer, task)
 
     def collate_fn(features):
@@ -448,5 +466,9 @@ def seeded_loader(tokens, tokenizer, task: str, batch_size: int, seed: int, drop
         return dict(collate(features))
 
     generator = torch.Generator().manual_seed(seed)
+    if group_by_length:
+        lengths = [len(tokens[i]["input_ids"]) for i in range(len(tokens))]
+        sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+        return torch.utils.data.DataLoader(tokens, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn)
     return torch.utils.data.DataLoader(tokens, batch_size=batch_size, shuffle=True, generator=generator,
                                        collate_fn=collate_fn)

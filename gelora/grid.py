@@ -54,26 +54,35 @@ def grid_configs(method_names, seeds, budget: int | None = None, lrs: dict | Non
 def notebook_grid(model: str, dataset: str, methods: list, seeds: list, reference_rank: int, budget, target_modules,
                   n_train, n_eval, n_test, test_split: str, epochs: float, batch_size: int, max_length: int,
                   lrs: dict, sb_num_samples: int, pooling: str, n_examples: int, device: str, precision: str,
-                  force: bool, run_dir: str, processes: int = 1) -> tuple[list[FinetuneConfig], int]:
+                  force: bool, run_dir: str, processes: int = 1, lr_factors=(), log=None) -> tuple[list[FinetuneConfig], int]:
     """The runs of notebook 04 from its parameters (the notebook and this module's command both
     call it): the ID profile is read or computed first for the GeLoRA methods, the budget is
     `budget` or uniform LoRA at `reference_rank`; `processes` > 1: the runs are trained by
     multi-process jobs (their records are collected, never retrained in one process).
-    Returns (configs, budget)."""
+    lr_factors: the learning-rate sweep (`gelora.sweep`) runs first (finished sweep runs are read
+    back), its table goes to <run_dir>/lr_sweep.csv and every method trains at its best rate
+    (rates given in `lrs` are kept). Returns (configs, budget)."""
     from .notebook import budget_for, profile_for, task_model
     from .pipeline import resolve
 
     run = resolve(run_dir)
+    profile = None
     if any(registry.get_method(m).uses_profile for m in methods):
-        profile_for(run, model, dataset, n_examples, pooling, max_length, seed=min(seeds), log=None)
+        _, profile = profile_for(run, model, dataset, n_examples, pooling, max_length, seed=min(seeds), log=None)
     _, net, _ = task_model(model, dataset)
     targets, budget_used = budget_for(net, target_modules, reference_rank, budget)
     configs = grid_configs(methods, seeds, budget_used, lrs, model=model, dataset=dataset, target_modules=targets,
-                           profile=str(run / "id_profile.csv"), n_train=n_train, n_eval=n_eval, n_test=n_test,
+                           profile=None if profile is None else str(profile), n_train=n_train, n_eval=n_eval, n_test=n_test,
                            test_split=test_split, epochs=epochs, batch_size=batch_size, max_length=max_length,
                            sb_num_samples=sb_num_samples, device=device, precision=precision, force=force,
                            processes=None if processes == 1 else processes,
                            output_dir=str(run / "results"), cache_dir=str(run / "cache"), progress=False)
+    if lr_factors:
+        from .sweep import best_lrs, lr_sweep, with_lrs
+
+        sweep = lr_sweep(configs, lr_factors, str(run / "lr_sweep"), log=log)
+        sweep.to_csv(run / "lr_sweep.csv", index=False)
+        configs = with_lrs(configs, best_lrs(sweep), keep=lrs)
     return configs, budget_used
 
 

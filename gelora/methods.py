@@ -79,7 +79,7 @@ class BuildContext:
         process runs the same pass on the same batches, with no communication and no shared file,
         so every process builds the identical adapter (the record's `adapter_init_sha256`)."""
         return seeded_loader(dataset if dataset is not None else self.train_tokens, self.tokenizer, self.train.task,
-                             self.config.batch_size, self.config.seed, drop_labels)
+                             self.config.batch_size, self.config.seed, drop_labels, self.config.group_by_length)
 
     def allocation(self, adapter: str):
         """GeLoRA ranks from the ID profile (read from `config.profile` or probed now; under several

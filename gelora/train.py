@@ -16,12 +16,14 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import transformers
@@ -29,7 +31,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 from . import methods
 from .config import GROUPS, FinetuneConfig, resolve_device, validate
-from .data import as_generation, collator, load_dataset, tokenize
+from .data import as_generation, by_length, collator, file_sha256, load_dataset, tokenize
 from .lora_xs import HEAD_NAMES
 from .metrics import PRIMARY, metric_fns
 from .models import load_model
@@ -79,6 +81,15 @@ class DivergenceGuard(TrainerCallback):
             if value is not None and not math.isfinite(value):
                 raise FloatingPointError(f"{key} is {value} at step {state.global_step}: the run diverged "
                                          "(try a lower lr, fp32 precision, or gradient clipping)")
+
+
+class InOrderEvaluation(Trainer):
+    """The Trainer, evaluating in the order of the dataset. Its `group_by_length` strategy would
+    also shuffle evaluation batches; ours are already sorted by length, and predictions must come
+    back in a known order to be stored per example."""
+
+    def _get_eval_sampler(self, eval_dataset):
+        return torch.utils.data.SequentialSampler(eval_dataset)
 
 
 LOSS_ROSE_FACTOR = 2.0
@@ -209,16 +220,20 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
                 per_device_eval_batch_size=max(32, plan.per_device_batch), weight_decay=config.weight_decay,
                 warmup_steps=plan.warmup_steps, lr_scheduler_type="linear", logging_steps=plan.logging_steps,
                 eval_strategy="steps", eval_steps=plan.eval_steps, save_strategy="no", report_to=[],
+                train_sampling_strategy="group_by_length" if config.group_by_length else "random",
                 use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16",
                 disable_tqdm=not config.progress, label_names=["labels"], dataloader_num_workers=0,
                 remove_unused_columns=False, logging_nan_inf_filter=False,
                 ddp_backend="gloo" if device == "cpu" and plan.world_size > 1 else None,
                 ddp_find_unused_parameters=False,  # every trainable parameter takes part in every step
             )
-            trainer = Trainer(model=model, args=args, train_dataset=tokens["train"],
-                              eval_dataset=tokens["validation"], data_collator=collator(tokenizer, task),
-                              compute_metrics=compute, preprocess_logits_for_metrics=preprocess,
-                              callbacks=[DivergenceGuard(), *method.callbacks()])
+            validation, test, test_order = tokens["validation"], tokens["test"], None
+            if config.group_by_length:  # metrics do not depend on the order; predictions are put back
+                validation, test, test_order = by_length(validation)[0], *by_length(test)
+            trainer = InOrderEvaluation(model=model, args=args, train_dataset=tokens["train"], eval_dataset=validation,
+                                        data_collator=collator(tokenizer, task), compute_metrics=compute,
+                                        preprocess_logits_for_metrics=preprocess,
+                                        callbacks=[DivergenceGuard(), *method.callbacks()])
             # The Trainer multiplies the loss by the number of processes for models that take loss
             # keyword arguments, assuming a loss summed over tokens and divided by the global count.
             # A classification head returns a per-device mean: that scaling would double the loss
@@ -229,12 +244,15 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
             start = time.perf_counter()
             trainer.train()
             train_time = time.perf_counter() - start
-            final = trainer.evaluate()
-            test = trainer.evaluate(tokens["test"], metric_key_prefix="test")
-    primary = PRIMARY[task]
-    evals = [{k: v for k, v in entry.items()} for entry in trainer.state.log_history if f"eval_{primary}" in entry]
-    if not evals or evals[-1].get("step") != trainer.state.global_step:
-        evals.append(dict(final, step=trainer.state.global_step))
+            primary = PRIMARY[task]
+            evals = [dict(e) for e in trainer.state.log_history if f"eval_{primary}" in e]
+            if evals and evals[-1].get("step") == trainer.state.global_step:
+                final = evals[-1]  # the Trainer evaluated at the last step already: not twice
+            else:
+                final = trainer.evaluate()
+                evals.append(dict(final, step=trainer.state.global_step))
+            output = trainer.predict(test, metric_key_prefix="test")
+            test_metrics = output.metrics
     trainable = count_trainable(model)
     head = _head_params(model)
     record = {
@@ -242,7 +260,7 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
         "seed": config.seed, "task": task, "metric": primary,
         "final": {primary: final[f"eval_{primary}"], **_strip(final, "eval_")},
         "best": {primary: max(e[f"eval_{primary}"] for e in evals), "step": max(evals, key=lambda e: e[f"eval_{primary}"])["step"]},
-        "test": _strip(test, "test_"),
+        "test": _strip(test_metrics, "test_"),
         "evals": [dict(step=e["step"], epoch=e.get("epoch"), **_strip(e, "eval_")) for e in evals],
         "train_loss": [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e],
         "trainable_params": trainable, "head_params": head, "adapter_params": trainable - head,
@@ -262,9 +280,48 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
     record.update(method.finish(model))
     record["ranks"] = {str(k): v for k, v in record.get("ranks", {}).items()}
     if trainer.is_world_process_zero():
+        scores = example_scores(task, output.predictions, output.label_ids, test_order)
+        record["predictions"] = write_predictions(path.with_suffix(".predictions.npz"), data["test"].indices, *scores)
         atomic_write_json(path, record)
     record["model_object"] = model  # for callers who want to inspect it; not written
     return record
+
+
+def example_scores(task: str, predictions, labels, order=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per test example, in the split's order: (prediction, label, score). Score: 1/0 correct for
+    classification, the negative squared error for regression, the share of correct response
+    tokens for generation (what gelora.stats pairs across methods)."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if task == "classification":
+        scores = (predictions == labels).astype(np.float32)
+    elif task == "regression":
+        predictions = predictions.reshape(-1)
+        scores = -((predictions - labels) ** 2).astype(np.float32)
+    else:
+        mask = labels != -100
+        scores = ((predictions == labels) & mask).sum(1) / np.maximum(mask.sum(1), 1)
+        predictions = labels = np.zeros(len(scores), dtype=np.int64)  # token arrays are not kept
+    if order is not None:  # undo the length sort
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        predictions, labels, scores = predictions[inverse], labels[inverse], scores[inverse]
+    return predictions, labels, scores.astype(np.float32)
+
+
+def write_predictions(path: Path, indices, predictions, labels, scores) -> dict:
+    """The compact sidecar of a record: per test example its position in the split, prediction,
+    label and score; written atomically, named in the record with its sha256."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez_compressed(handle, index=np.asarray(indices, dtype=np.int32), prediction=predictions,
+                                label=labels, score=scores)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return {"file": path.name, "sha256": file_sha256(path), "examples": int(len(scores))}
 
 
 TIMINGS = ("runtime", "samples_per_second", "steps_per_second")

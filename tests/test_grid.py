@@ -5,6 +5,7 @@ import shlex
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from gelora import pipeline, train
@@ -54,3 +55,14 @@ def test_parallel_jobs_then_the_notebook_trains_nothing(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")} == before  # nothing retrained
     outputs = json.dumps(json.loads(out.read_text())["cells"])
     assert outputs.count("[reused]") == 3
+
+
+def test_the_sweep_runs_first_and_sets_the_rates(tmp_path):
+    params = dict(profile_parameters("smoke", run_dir=str(tmp_path)), methods=["lora"], lr_factors=[0.5, 2.0])
+    configs, _ = notebook_grid(**params)
+    sweep = pd.read_csv(tmp_path / "lr_sweep.csv")
+    best = sweep.sort_values(["validation", "factor"], ascending=[False, True]).iloc[0]
+    assert len(sweep) == 2 and configs[0].lr in set(sweep["lr"])
+    assert sweep.set_index("lr").loc[configs[0].lr, "validation"] == best["validation"]
+    again, _ = notebook_grid(**params)  # the sweep's runs are read back: the same choice
+    assert again[0].lr == configs[0].lr

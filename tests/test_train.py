@@ -34,8 +34,8 @@ def easy_task(folder):
             rows.append({"text": " ".join(words), "label": label})
         pd.DataFrame(rows).to_csv(folder / f"{split}.csv", index=False)
     return str(folder)
-LRS = {"full": 3e-3, "lora": 5e-2, "gelora": 5e-2, "adalora": 5e-2, "eva": 5e-2, "lora_xs": 1e-1, "lora_sb": 1e-1,
-       "gelora_sb": 1e-1, "lora_ga": 5e-2, "pissa": 5e-2}
+LRS = {"full": 3e-3, "lora": 2e-2, "gelora": 2e-2, "adalora": 5e-2, "eva": 2e-2, "lora_xs": 1e-1, "lora_sb": 1e-1,
+       "gelora_sb": 1e-1, "lora_ga": 2e-2, "pissa": 2e-2}  # 5e-2 oscillates for B A adapters on length-grouped batches
 BUDGET = 8 * 128 * 8  # uniform LoRA r = 8 on the 8 query/value matrices of tiny-bert
 
 

@@ -1,0 +1,63 @@
+"""A learning-rate sweep per method, so every method is compared at a rate that suits it.
+
+Each method of a grid is trained at its registry default times each factor (for example 1/3, 1
+and 3), on the comparison's own settings with one seed, and scored on the validation split; the
+rate with the best validation metric is chosen (ties: the one closest to the default). The test
+split is never looked at. Sweep records go to their own folder, apart from the comparison's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pandas as pd
+
+from . import methods as registry
+from .config import FinetuneConfig
+
+
+def lr_sweep(configs: list[FinetuneConfig], factors, output_dir: str, log=print) -> pd.DataFrame:
+    """Train each distinct method of `configs` (its first seed's config) at default lr x factor.
+    Returns one row per (method, lr): factor, validation metric (final and best), loss_rose."""
+    from .train import finetune
+
+    factors = list(factors)
+    if not factors or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0
+                              for f in factors):
+        raise ValueError(f"factors must be a non-empty list of positive numbers, got {factors!r}")
+    if len(set(factors)) != len(factors):
+        raise ValueError(f"factors repeat a value: {factors!r}")
+    first = {}
+    for config in configs:
+        first.setdefault(config.method, config)
+    rows = []
+    for method, config in first.items():
+        default = registry.get_method(method).lr
+        for factor in factors:
+            run = dataclasses.replace(config, lr=float(default * factor), output_dir=str(output_dir))
+            record = finetune(config=run)
+            metric = record["metric"]
+            rows.append({"method": method, "factor": float(factor), "lr": run.lr, "metric": metric,
+                         "validation": record["final"][metric], "best_validation": record["best"][metric],
+                         "loss_rose": record.get("loss_rose", False), "seed": run.seed, "run_id": record["run_id"]})
+            if log is not None:
+                log(f"{method:>10} lr {run.lr:.2e}: validation {metric} {record['final'][metric]:.4f}")
+    return pd.DataFrame(rows)
+
+
+def best_lrs(table: pd.DataFrame) -> dict[str, float]:
+    """Per method, the rate with the highest final validation metric (a run whose loss rose is
+    never chosen; ties go to the factor closest to 1, the registry default)."""
+    chosen = {}
+    for method, group in table.groupby("method", sort=False):
+        usable = group[~group["loss_rose"]] if (~group["loss_rose"]).any() else group
+        ranked = usable.assign(distance=usable["factor"].map(lambda f: abs(math.log(f))))
+        ranked = ranked.sort_values(["validation", "distance"], ascending=[False, True])
+        chosen[method] = float(ranked.iloc[0]["lr"])
+    return chosen
+
+
+def with_lrs(configs: list[FinetuneConfig], lrs: dict[str, float], keep: dict | None = None) -> list[FinetuneConfig]:
+    """The configs at the chosen rates; methods in `keep` (rates set by hand) keep theirs."""
+    keep = keep or {}
+    return [dataclasses.replace(c, lr=keep.get(c.method, lrs.get(c.method, c.lr))) for c in configs]
