@@ -127,3 +127,59 @@ def ranks_by_block(records: list[dict]) -> pd.DataFrame:
                 per_block.setdefault(block, []).append(value)
         rows += [{"method": method, "block": b, "rank": float(np.mean(v))} for b, v in sorted(per_block.items())]
     return pd.DataFrame(rows, columns=["method", "block", "rank"])
+
+
+# The papers' comparisons, each as (claim, method, reference, what the paper reports).
+CLAIMS = [
+    ("GeLoRA vs uniform LoRA, equal budget", "gelora", "lora",
+     "GeLoRA: ahead of LoRA baselines, up to +1.0 point (DeBERTaV3-base, GLUE)"),
+    ("GeLoRA vs AdaLoRA, equal budget", "gelora", "adalora",
+     "GeLoRA: up to +1.0 point over adaptive LoRA (DeBERTaV3-base, GLUE)"),
+    ("GeLoRA vs EVA, equal budget", "gelora", "eva", "not compared in either paper: the kit's own question"),
+    ("LoRA-SB vs LoRA-XS, equal parameters", "lora_sb", "lora_xs",
+     "LoRA-SB: better than LoRA-XS (RoBERTa-large GLUE, Mistral-7B GSM8K)"),
+    ("LoRA-SB vs LoRA, equal budget", "lora_sb", "lora",
+     "LoRA-SB: better than LoRA with 27-90x fewer parameters"),
+]
+
+
+def paired_scores(records: list[dict], results_dir: str | os.PathLike) -> dict[str, dict[int, pd.Series]]:
+    """Per method and seed, the per-example test scores of its prediction sidecar (checked
+    against the sha256 in the record), indexed by the example's position in the split."""
+    from .data import file_sha256
+
+    out: dict = {}
+    for r in records:
+        entry = r.get("predictions")
+        if not entry:
+            raise ValueError(f"record {r['run_id']} has no predictions: rerun it with this version of gelora")
+        path = Path(results_dir) / entry["file"]
+        if not path.is_file() or file_sha256(path) != entry["sha256"]:
+            raise ValueError(f"{path} is missing or does not match the sha256 in its record: rerun {r['run_id']}")
+        with np.load(path) as stored:
+            out.setdefault(r["method"], {})[r["seed"]] = pd.Series(stored["score"], index=stored["index"])
+    return out
+
+
+def claims_table(records: list[dict], results_dir: str | os.PathLike, n_resamples: int = 10_000) -> pd.DataFrame:
+    """Each claim of CLAIMS whose two methods were run: the paired difference on the seeds both
+    have and the test examples both scored, its 95 % interval, resolution and verdict."""
+    from .stats import paired_bootstrap
+
+    scores = paired_scores(records, results_dir)
+    rows = []
+    for claim, method, reference, paper in CLAIMS:
+        if method not in scores or reference not in scores:
+            continue
+        seeds = sorted(set(scores[method]) & set(scores[reference]))
+        if not seeds:
+            continue
+        common = sorted(set.intersection(*[set(scores[m][s].index) for m in (method, reference) for s in seeds]))
+        a = np.stack([scores[method][s].loc[common].to_numpy() for s in seeds])
+        b = np.stack([scores[reference][s].loc[common].to_numpy() for s in seeds])
+        result = paired_bootstrap(a, b, n_resamples)
+        rows.append({"claim": claim, "method": method, "reference": reference, "difference": result.difference,
+                     "low": result.low, "high": result.high, "resolution": result.resolution,
+                     "verdict": result.verdict, "seeds": ",".join(map(str, seeds)), "examples": len(common),
+                     "paper": paper})
+    return pd.DataFrame(rows)

@@ -50,3 +50,23 @@ def test_compare_to_reference_and_bad_inputs():
         paired_bootstrap([1.0, np.nan], [1.0, 0.0])
     with pytest.raises(ValueError, match="reference 'eva' is not among"):
         compare_to_reference(scores, "eva")
+
+
+def test_claims_are_paired_on_common_seeds_and_examples(tmp_path):
+    from gelora.results import claims_table
+    from gelora.train import write_predictions
+
+    records = []
+    rng = np.random.default_rng(0)
+    for method, p in (("lora", 0.6), ("lora_xs", 0.6), ("lora_sb", 0.95)):
+        for seed in (0, 1):
+            name = f"{method}-{seed}"
+            scores = (rng.random(300) < p).astype(np.float32)
+            entry = write_predictions(tmp_path / f"{name}.predictions.npz", np.arange(300), scores, scores, scores)
+            records.append({"run_id": name, "method": method, "seed": seed, "predictions": entry})
+    table = claims_table(records, tmp_path, n_resamples=1000).set_index("claim")
+    assert list(table.index) == ["LoRA-SB vs LoRA-XS, equal parameters", "LoRA-SB vs LoRA, equal budget"]
+    assert (table["verdict"] == "better").all() and (table["examples"] == 300).all()
+    (tmp_path / "lora-0.predictions.npz").write_bytes(b"damaged")
+    with pytest.raises(ValueError, match="does not match the sha256"):
+        claims_table(records, tmp_path)
