@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load, save, save_file
 
+from .records import atomic_write
 from .targets import find_targets, module_ranks, uniform_module_ranks, unwrap, weight_shape
 
 HEAD_NAMES = ("classifier", "score")  # PEFT's modules_to_save for sequence classification
@@ -325,18 +325,6 @@ def base_fingerprint(model: nn.Module, names) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write the adapter (B, A, R of every layer, the trained head) and its config to a folder.
     The config carries the sha256 of the weights file and a fingerprint of the base weights, so
@@ -349,8 +337,8 @@ def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:
     weights = save(_adapter_state_cpu(model))
     config = replace(model.lora_xs_config, weights_sha256=hashlib.sha256(weights).hexdigest(),
                      base_fingerprint=base_fingerprint(model, layers))
-    _write_atomically(path / WEIGHTS_FILE, weights)
-    _write_atomically(path / CONFIG_FILE, (json.dumps(asdict(config), indent=2) + "\n").encode())
+    atomic_write(path / WEIGHTS_FILE, lambda handle: handle.write(weights), binary=True)
+    atomic_write(path / CONFIG_FILE, lambda handle: handle.write(json.dumps(asdict(config), indent=2) + "\n"))
     return path
 
 

@@ -10,7 +10,6 @@ import hashlib
 import json
 import numbers
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .records import atomic_write
 from .twonn import TwoNN
 
 POOLINGS = ("cls", "mean", "last", "tokens")
@@ -171,18 +171,9 @@ def _read_cache(path: Path, n_rows: int | None) -> list[np.ndarray] | None:
 
 
 def _write_cache(path: Path, outputs: list[np.ndarray]) -> None:
-    """Write under a unique temporary name, then rename: two processes probing the same texts never
-    write into one file, and a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **{f"layer_{j}": x for j, x in enumerate(outputs)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Atomically, under a unique temporary name: two processes probing the same texts never write
+    into one file, and a reader never sees half a file."""
+    atomic_write(path, lambda handle: np.savez(handle, **{f"layer_{j}": x for j, x in enumerate(outputs)}), binary=True)
 
 
 def profile_from_states(states: Sequence[np.ndarray], estimator: TwoNN | None = None,

@@ -55,22 +55,29 @@ def versions() -> dict:
             "peft": peft.__version__, "numpy": np.__version__, "gelora": __version__}
 
 
-def atomic_write_json(path: Path, payload: dict) -> None:
-    """Write JSON through a temporary file in the same folder and an atomic rename, so a crash
-    never leaves a half-written record."""
+def atomic_write(path: Path, write, binary: bool = False) -> Path:
+    """Call write(handle) on a temporary file with a unique name in the same folder, then rename it
+    to `path`: a crash never leaves half a file, and two writers never share a temporary file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, default=jsonable)
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a record is for everyone who reads the run
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for everyone who reads the run
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_write_json(path: Path, payload: dict) -> None:
+    """A JSON record, written atomically."""
+    atomic_write(path, lambda handle: json.dump(payload, handle, indent=2, default=jsonable))
 
 
 def jsonable(value):

@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ from .metrics import PRIMARY, metric_fns
 from .models import load_model
 from .plan import local_rank, plan_steps, world_size
 from .ranks import count_parameters, count_trainable
-from .records import PeakMemory, atomic_write_json, check_writable, jsonable, read_record, versions
+from .records import PeakMemory, atomic_write, atomic_write_json, check_writable, jsonable, read_record, versions
 
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # raised inside PEFT, not ours
 
@@ -311,16 +310,9 @@ def example_scores(task: str, predictions, labels, order=None) -> tuple[np.ndarr
 def write_predictions(path: Path, indices, predictions, labels, scores) -> dict:
     """The compact sidecar of a record: per test example its position in the split, prediction,
     label and score; written atomically, named in the record with its sha256."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, index=np.asarray(indices, dtype=np.int32), prediction=predictions,
-                                label=labels, score=scores)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda handle: np.savez_compressed(handle, index=np.asarray(indices, dtype=np.int32),
+                                                          prediction=predictions, label=labels, score=scores),
+                 binary=True)
     return {"file": path.name, "sha256": file_sha256(path), "examples": int(len(scores))}
 
 
