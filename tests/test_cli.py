@@ -90,3 +90,14 @@ def test_the_trainer_example_trains_saves_reloads_and_exports(tmp_path):
     torch.testing.assert_close(logits[2], logits[0], atol=1e-5, rtol=1e-5)  # plain PEFT
     assert cli.main(["export", str(tmp_path / "lora_sb"), "tiny-bert", str(tmp_path / "exported")]) == 0
     assert (tmp_path / "exported" / "adapter_model.safetensors").exists()
+
+
+def test_recommend_on_a_local_model_folder(tmp_path, capsys):
+    model, tokenizer = load_model("tiny-bert", "classification", 2)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    assert cli.main(["recommend", str(tmp_path / "model"), str(texts_file(tmp_path)), "--n-texts", "50",
+                     "--max-length", "32", "--budget", "3000", "--out", str(tmp_path / "rec"), "--no-progress"]) == 0
+    config = LoraConfig.from_pretrained(str(tmp_path / "rec"))
+    assert config.task_type == "SEQ_CLS" and len(config.target_modules) > 0
+    assert "budget 3,000" in capsys.readouterr().out
