@@ -10,13 +10,13 @@ import dataclasses
 import hashlib
 import json
 import math
-import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .checks import check_real, check_whole
 from .methods import get_method
 from .plan import world_size
 
@@ -169,23 +169,12 @@ def content_fingerprints(config: FinetuneConfig) -> dict:
 
 
 def _check_whole(config, name: str, low: int, optional: bool = False) -> None:
-    value = getattr(config, name)
-    if optional and value is None:
-        return
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be a whole number >= {low}{' or None' if optional else ''}, got {value!r}")
+    check_whole(name, getattr(config, name), low, optional)
 
 
 def _check_real(config, name: str, low: float, high: float = math.inf, open_low: bool = False,
                 optional: bool = False) -> None:
-    value = getattr(config, name)
-    if optional and value is None:
-        return
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if open_low else value >= low) and value < high
-    if not ok:
-        bound = f"{'>' if open_low else '>='} {low}" + (f" and < {high}" if high < math.inf else "")
-        raise ValueError(f"{name} must be a finite number {bound}{' or None' if optional else ''}, got {value!r}")
+    check_real(name, getattr(config, name), low, high, open_low, optional)
 
 
 def validate(config: FinetuneConfig) -> None:

@@ -205,22 +205,17 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """A local CSV or TSV (every cell read as text: "NA", "None" and "null" stay texts) or JSONL
     file (one object per line). Errors name the file, and the line for JSONL."""
     path = Path(path)
-    if path.suffix == ".csv":
+    if path.suffix in (".csv", ".tsv"):  # TSV is GLUE's own format: tab-separated, quotes are text
+        tsv = path.suffix == ".tsv"
         try:
-            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", sep="\t" if tsv else ",",
+                               quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
         except UnicodeDecodeError as err:
             raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path} is empty") from None
         except pd.errors.ParserError as err:
-            raise ValueError(f"{path}: not a readable CSV file ({err})") from None
-    if path.suffix == ".tsv":  # GLUE's own format: tab-separated, quotes are text
-        try:
-            return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8", quoting=csv.QUOTE_NONE)
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
-        except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
-            raise ValueError(f"{path}: not a readable TSV file ({err})") from None
+            raise ValueError(f"{path}: not a readable {path.suffix[1:].upper()} file ({err})") from None
     if path.suffix == ".jsonl":
         return _read_jsonl(path)
     raise ValueError(f"unsupported file type {path.suffix!r} for {path}: use .csv, .tsv or .jsonl")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .checks import check_whole
 from .data import load_dataset
 
 TASKS = ("sst2", "pairs")
@@ -25,9 +26,8 @@ def write_glue_copy(folder: str | Path, task: str = "sst2", n_train: int = 400, 
     """Write <folder>/train.tsv and validation.tsv for `task` (sst2 | pairs) and return the folder."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    for name, value in (("n_train", n_train), ("n_validation", n_validation)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-            raise ValueError(f"{name} must be a whole number >= 2, got {value!r}")
+    check_whole("n_train", n_train, 2)
+    check_whole("n_validation", n_validation, 2)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("validation", n_validation)):

@@ -11,7 +11,6 @@ key on load. The structure and its verbs (add, enable, merge, remove, save) are 
 """
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterable, Mapping
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .checks import check_real, check_whole
 from .lora_xs import _is_conv1d, adapter_layers, add_lora_xs, init_lora_xs, remove_lora_xs, set_factors
 from .targets import find_targets, unwrap
 
@@ -54,10 +54,8 @@ def estimate_update(model: nn.Module, batches: Iterable[Mapping], target_modules
     the same examples always give the same update. lr is the learning rate of the first
     (warm-up) optimiser step.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a whole number >= 1, got {num_samples!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    check_whole("num_samples", num_samples, 1)
+    check_real("lr", lr, 0, open_low=True)
     targets = find_targets(model, target_modules)
     weights = {name: unwrap(module).weight for name, module in targets.items()}
     params = list(model.parameters())

@@ -10,6 +10,8 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+from .checks import check_whole
+
 TASKS = ("classification", "regression", "generation", "features")
 BUILTIN = ("minilm", "tiny-bert", "tiny-deberta", "tiny-llama")
 TINY = ("tiny-bert", "tiny-deberta", "tiny-llama")
@@ -99,10 +101,8 @@ def load_model(name: str = "minilm", task: str = "classification", num_labels: i
         raise ValueError(f"name must be a model name or folder (a non-empty string), got {name!r}")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
-    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int)):
-        raise ValueError(f"num_labels must be a whole number or None, got {num_labels!r}")
+    check_whole("seed", seed, 0)
+    check_whole("num_labels", num_labels, 1, optional=True)  # 1: a regression head
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {tuple(DTYPES)}")
     head = _head_kwargs(task, num_labels)

@@ -12,6 +12,8 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
+from .checks import check_real, check_whole
+
 
 def world_size() -> int:
     """Processes of a torchrun / accelerate launch (1 without a launcher)."""
@@ -48,12 +50,9 @@ def plan_steps(n_examples: int, batch_size: int, epochs: float, warmup_ratio: fl
     processes = world_size() if processes is None else processes
     for name, value in (("n_examples", n_examples), ("batch_size", batch_size), ("evals", evals),
                         ("gradient_accumulation", gradient_accumulation), ("processes", processes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
-    if not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
-        raise ValueError(f"epochs must be a finite number > 0, got {epochs!r}")
-    if not 0 <= warmup_ratio < 1:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio!r}")
+        check_whole(name, value, 1)
+    check_real("epochs", epochs, 0, open_low=True)
+    check_real("warmup_ratio", warmup_ratio, 0, 1)
     split = processes * gradient_accumulation
     if batch_size % split:
         raise ValueError(f"batch_size={batch_size} (the global batch) does not split evenly over {processes} "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import os
 import warnings
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .checks import check_whole
 from .records import atomic_write
 from .twonn import TwoNN
 
@@ -85,8 +85,7 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
     for name, value, low in (("max_length", max_length, 2), ("batch_size", batch_size, 1),
                              ("max_points", max_points, 3), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+        check_whole(name, value, low)
     texts = _check_texts(texts)
     if text_pairs is not None and len(_check_texts(text_pairs)) != len(texts):
         raise ValueError(f"text_pairs has {len(text_pairs)} texts for {len(texts)} first sentences")

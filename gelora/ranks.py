@@ -12,7 +12,6 @@ input is profile layer k and output profile layer k + 1 (layer 0 is the embeddin
 from __future__ import annotations
 
 import math
-import numbers
 import re
 import warnings
 from collections import Counter
@@ -22,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from .checks import check_real, check_whole
 from .probe import check_profile
 from .targets import module_ranks
 
@@ -131,14 +131,10 @@ def gelora_ranks(profile, min_rank: int = 0, max_rank: int | None = None, roundi
     """
     if rounding not in ROUNDING:
         raise ValueError(f"unknown rounding {rounding!r}; expected one of {tuple(ROUNDING)}")
-    for name, value, optional in (("min_rank", min_rank, False), ("max_rank", max_rank, True), ("budget", budget, True)):
-        if optional and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (0 if name == "min_rank" else 1):
-            raise ValueError(f"{name} must be a whole number >= {0 if name == 'min_rank' else 1}"
-                             f"{' or None' if optional else ''}, got {value!r}")
-    if isinstance(offset, bool) or not isinstance(offset, numbers.Real) or not math.isfinite(offset) or offset < 0:
-        raise ValueError(f"offset must be a finite number >= 0, got {offset!r}")
+    check_whole("min_rank", min_rank, 0)
+    check_whole("max_rank", max_rank, 1, optional=True)
+    check_whole("budget", budget, 1, optional=True)
+    check_real("offset", offset, 0)
     if max_rank is not None and max_rank < max(min_rank, 1):
         raise ValueError(f"max_rank={max_rank} is below min_rank={min_rank} (or 1)")
     dims = _dimensions(profile)

@@ -7,11 +7,12 @@ the interval covers both the finite test set and the training noise.
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+
+from .checks import check_real, check_whole
 
 VERDICTS = ("better", "worse", "not resolved")
 
@@ -48,10 +49,8 @@ def paired_bootstrap(a, b, n_resamples: int = 10_000, seed: int = 0, confidence:
     a, b = _scores(a, "a"), _scores(b, "b")
     if a.shape != b.shape:
         raise ValueError(f"a and b must score the same seeds and examples, got shapes {a.shape} and {b.shape}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, numbers.Integral) or n_resamples < 100:
-        raise ValueError(f"n_resamples must be a whole number >= 100, got {n_resamples!r}")
-    if not (isinstance(confidence, float) and 0 < confidence < 1):
-        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    check_whole("n_resamples", n_resamples, 100)
+    check_real("confidence", confidence, 0, 1, open_low=True)
     d = a - b
     n_seeds, n_examples = d.shape
     rng = np.random.default_rng(seed)

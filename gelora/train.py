@@ -29,6 +29,7 @@ import transformers
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from . import methods
+from .checks import check_real, check_whole
 from .config import GROUPS, FinetuneConfig, resolve_device, validate
 from .data import as_generation, by_length, collator, file_sha256, load_dataset, tokenize
 from .lora_xs import HEAD_NAMES
@@ -37,8 +38,6 @@ from .models import load_model
 from .plan import local_rank, plan_steps, world_size
 from .ranks import count_parameters, count_trainable
 from .records import PeakMemory, atomic_write, atomic_write_json, check_writable, jsonable, read_record, versions
-
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # raised inside PEFT, not ours
 
 
 def default_lr(method: str) -> float:
@@ -120,10 +119,8 @@ def train_steps(model, batches, steps: int, lr: float, weight_decay: float = 0.0
     """A plain PyTorch loop (AdamW over the trainable parameters, constant lr), for the first
     steps of an adapter outside the Trainer. Returns the loss of every step; with
     evaluate_first, element 0 is the loss at initialisation on the first batch (no update)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a whole number >= 0, got {steps!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    check_whole("steps", steps, 0)
+    check_real("lr", lr, 0, open_low=True)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameter")
