@@ -25,7 +25,9 @@ def setup(run_dir: str, figures_dir: str) -> tuple[Path, Path]:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message="IProgress not found")
+    # A layer without a dimension ([CLS] at the embedding layer is one point repeated) is reported in
+    # the profile's note column and in the notebooks' text; the library's warning would repeat it.
+    warnings.filterwarnings("ignore", message=r"layer \d+: no intrinsic dimension")
     run, figs = resolve(run_dir), resolve(figures_dir)
     run.mkdir(parents=True, exist_ok=True)
     return run, figs
