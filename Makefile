@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PROFILE ?= cpu
 
-.PHONY: setup reproduce test lint clean-runs
+.PHONY: setup reproduce test lint clean-runs study
 
 setup: $(VENV)/.installed
 
@@ -32,3 +32,11 @@ lint: setup
 
 clean-runs:
 	rm -rf runs
+
+# The study (gelora/profiles/study*.yaml): each task's learning-rate sweep, then its comparison
+# runs, two one-thread jobs at a time; finished runs are kept, so an interrupted study resumes.
+# About an hour on 2 cores; notebook 05 and the README read its committed results/study/.
+study: setup
+	for p in study study-trec6; do \
+	  $(PY) -m gelora.grid --profile $$p --sweep --jobs 2 && $(PY) -m gelora.grid --profile $$p --jobs 2 || exit 1; \
+	done

@@ -4,6 +4,7 @@ independent command lines.
     python -m gelora.grid --profile gpu                          # one `python -m gelora.train ...` per run
     python -m gelora.grid --profile gpu --launcher accelerate    # `accelerate launch -m gelora.train ...`
     python -m gelora.grid --profile cpu --missing | xargs -P 2 -I{} sh -c "{}"
+    python -m gelora.grid --profile study --sweep --jobs 2      # run the sweep's jobs here, 2 at a time
 
 Each line is a standalone job for a SLURM job array, `xargs -P`, or one process per GPU; nothing
 here schedules anything. The lines build exactly the configs notebook 04 builds (the same
@@ -15,11 +16,16 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import os
 import shlex
+import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import methods as registry
+from .checks import check_whole
 from .config import FinetuneConfig, validate
 
 LAUNCHERS = ("python", "torchrun", "accelerate")
@@ -54,14 +60,16 @@ def grid_configs(method_names, seeds, budget: int | None = None, lrs: dict | Non
 def notebook_grid(model: str, dataset: str, methods: list, seeds: list, reference_rank: int, budget, target_modules,
                   n_train, n_eval, n_test, test_split: str, epochs: float, batch_size: int, max_length: int,
                   lrs: dict, sb_num_samples: int, pooling: str, n_examples: int, device: str, precision: str,
-                  force: bool, run_dir: str, processes: int = 1, lr_factors=(), log=None) -> tuple[list[FinetuneConfig], int]:
+                  force: bool, run_dir: str, processes: int = 1, lr_factors=(), sweep_n_train=None, log=None,
+                  sweep_only: bool = False) -> tuple[list[FinetuneConfig], int]:
     """The runs of notebook 04 from its parameters (the notebook and this module's command both
     call it): the ID profile is read or computed first for the GeLoRA methods, the budget is
     `budget` or uniform LoRA at `reference_rank`; `processes` > 1: the runs are trained by
     multi-process jobs (their records are collected, never retrained in one process).
-    lr_factors: the learning-rate sweep (`gelora.sweep`) runs first (finished sweep runs are read
-    back), its table goes to <run_dir>/lr_sweep.csv and every method trains at its best rate
-    (rates given in `lrs` are kept). Returns (configs, budget)."""
+    lr_factors: the learning-rate sweep (`gelora.sweep`, on `sweep_n_train` training examples)
+    runs first (finished sweep runs are read back), its table goes to <run_dir>/lr_sweep.csv and
+    every method trains at its best rate (rates given in `lrs` are kept). sweep_only: return the
+    sweep's configs instead, untrained (to run them as independent jobs). Returns (configs, budget)."""
     from .notebook import budget_for, profile_for, task_model
     from .pipeline import resolve
 
@@ -77,10 +85,14 @@ def notebook_grid(model: str, dataset: str, methods: list, seeds: list, referenc
                            sb_num_samples=sb_num_samples, device=device, precision=precision, force=force,
                            processes=None if processes == 1 else processes,
                            output_dir=str(run / "results"), cache_dir=str(run / "cache"), progress=False)
+    if sweep_only:
+        from .sweep import sweep_configs
+
+        return (sweep_configs(configs, lr_factors, str(run / "lr_sweep"), sweep_n_train) if lr_factors else []), budget_used
     if lr_factors:
         from .sweep import best_lrs, lr_sweep, with_lrs
 
-        sweep = lr_sweep(configs, lr_factors, str(run / "lr_sweep"), log=log)
+        sweep = lr_sweep(configs, lr_factors, str(run / "lr_sweep"), log=log, n_train=sweep_n_train)
         sweep.to_csv(run / "lr_sweep.csv", index=False)
         configs = with_lrs(configs, best_lrs(sweep), keep=lrs)
     return configs, budget_used
@@ -129,6 +141,29 @@ def command_line(config: FinetuneConfig, launcher: str = "python") -> str:
     return shlex.join([*prefix, "gelora.train", *args])
 
 
+def run_jobs(configs: list[FinetuneConfig], jobs: int, log_dir: Path, log=print) -> int:
+    """Train the configs as `python -m gelora.train` processes, `jobs` at a time, each with an
+    equal share of the CPU threads (on a small CPU, two one-thread runs side by side finish
+    sooner than two two-thread runs in turn). Each job's output goes to <log_dir>/<run_id>.log.
+    Returns the number of failed jobs (named in the log)."""
+    check_whole("jobs", jobs, 1)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false")
+
+    def one(config: FinetuneConfig) -> bool:
+        start = time.perf_counter()
+        with open(log_dir / f"{config.run_id}.log", "w") as out:
+            code = subprocess.call(shlex.split(command_line(config)), stdout=out, stderr=subprocess.STDOUT, env=env)
+        log(f"{config.method:>10} seed {config.seed} lr {config.lr or 'default'}: "
+            f"{'done' if code == 0 else f'FAILED (exit {code}, see {log_dir / config.run_id}.log)'} "
+            f"in {time.perf_counter() - start:.0f} s")
+        return code == 0
+
+    with ThreadPoolExecutor(jobs) as pool:
+        return sum(not ok for ok in pool.map(one, configs))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gelora.grid", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
@@ -139,15 +174,30 @@ def main(argv=None) -> int:
     parser.add_argument("--launcher", default="python", choices=LAUNCHERS, help="how each job starts")
     parser.add_argument("--processes", type=int, default=1, help="processes per job (with --launcher torchrun or accelerate)")
     parser.add_argument("--missing", action="store_true", help="only the runs without a finished record")
+    parser.add_argument("--sweep", action="store_true",
+                        help="the learning-rate sweep's runs (lr_factors) instead of the comparison's")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="train the missing runs here, N processes at a time, instead of printing them")
     args = parser.parse_args(argv)
     try:
         params = profile_parameters(args.profile, args.param, args.run_dir)
         if args.processes != 1:
             params["processes"] = args.processes
-        configs, _ = notebook_grid(**params)
+        if args.jobs is not None and (args.launcher != "python" or args.processes != 1):
+            raise ValueError("--jobs runs one-process jobs: leave out --launcher and --processes")
+        configs, _ = notebook_grid(**params, sweep_only=args.sweep)
+        if args.sweep and not configs:
+            raise ValueError(f"profile {args.profile!r} has no learning-rate sweep (lr_factors is empty)")
+        if args.missing or args.jobs is not None:
+            configs = [c for c in configs if not (Path(c.output_dir) / f"{c.run_id}.json").exists()]
+        if args.jobs is not None:  # seed by seed: a study stopped early still has every method at its first seeds
+            from .pipeline import resolve
+
+            configs = sorted(configs, key=lambda c: c.seed)
+
+            failed = run_jobs(configs, args.jobs, resolve(params["run_dir"]) / "logs")
+            return 1 if failed else 0
         for config in configs:
-            if args.missing and (Path(config.output_dir) / f"{config.run_id}.json").exists():
-                continue
             print(command_line(config, args.launcher))
     except (ValueError, FileNotFoundError) as err:
         print(f"grid error: {err}", file=sys.stderr)

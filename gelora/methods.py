@@ -36,7 +36,8 @@ from .ranks import (
     matched_baselines,
     realised_ranks,
 )
-from .targets import block_shapes, default_targets, uniform_module_ranks
+from .spectra import snapshot, update_spectra
+from .targets import block_shapes, default_targets, find_targets, uniform_module_ranks
 
 FAMILIES = ("full", "lora", "lora_xs")  # every weight; B A factors; B R A with only R trained
 
@@ -215,7 +216,16 @@ def adapter_state_sha256(model) -> str:
 # ---------------------------------------------------------------- builders
 
 def _full(ctx):
+    """Every weight trains; the target matrices are copied first so that `_full_final` can
+    record the spectrum of each update (the rank full fine-tuning really used, per block)."""
+    targets = find_targets(ctx.model, ctx.config.target_modules or default_targets(ctx.model))
+    ctx.model.gelora_start_weights = (targets, snapshot(targets))
     return ctx.model, {"note": "every parameter trains; budget ignored" if ctx.config.budget else "every parameter trains"}
+
+
+def _full_final(model) -> dict:
+    targets, start = model.__dict__.pop("gelora_start_weights")
+    return {"update_spectra": update_spectra(targets, start)}
 
 
 def _lora_at(ctx, block_ranks, info=None, **lora_kwargs):
@@ -343,7 +353,7 @@ def _gelora_sb(ctx):
 # ---------------------------------------------------------------- the methods
 # Colours: seaborn's colorblind palette, fixed per method so that every figure agrees.
 
-register(Method("full", "Full FT", "full", 5e-5, "#0173b2", "o", _full, None,
+register(Method("full", "Full FT", "full", 5e-5, "#0173b2", "o", _full, None, finish=_full_final,
                 description="every weight trains"))
 register(Method("lora", "LoRA", "lora", 2e-3, "#de8f05", "s", _lora, lora_params, "lora",
                 description="uniform rank, B = 0 at the start (Hu et al.)"))

@@ -30,3 +30,43 @@ def subspace_similarity(first: torch.Tensor, second: torch.Tensor, rank: int) ->
     left = torch.linalg.matrix_norm(U1[:, :rank].T @ U2[:, :rank]) ** 2 / rank
     right = torch.linalg.matrix_norm(V1[:rank] @ V2[:rank].T) ** 2 / rank
     return float((left + right) / 2)
+
+
+def energy_rank(values, fraction: float) -> int:
+    """The smallest r whose top-r singular values hold `fraction` of the energy (sum of squares)."""
+    energy = np.asarray(values, dtype=float) ** 2
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    if energy.sum() == 0:
+        return 0
+    return int(np.searchsorted(np.cumsum(energy) / energy.sum(), fraction - 1e-12) + 1)
+
+
+def stable_rank(values) -> float:
+    """||M||_F^2 / ||M||_2^2: a rank that small singular values barely move."""
+    values = np.asarray(values, dtype=float)
+    return float((values ** 2).sum() / values[0] ** 2) if values.size and values[0] > 0 else 0.0
+
+
+def snapshot(modules: dict) -> dict[str, torch.Tensor]:
+    """A float32 CPU copy of each module's weight, before training (name -> matrix)."""
+    return {name: module.weight.detach().float().cpu().clone() for name, module in modules.items()}
+
+
+def update_spectra(modules: dict, start: dict[str, torch.Tensor], digits: int = 6) -> dict[str, list[float]]:
+    """Singular values of each weight's update W_trained - W_start (name -> values, largest
+    first, rounded to `digits` significant digits): the rank a full fine-tuning really used."""
+    out = {}
+    for name, module in modules.items():
+        values = singular_values(module.weight.detach().float().cpu() - start[name])
+        out[name] = [float(f"{v:.{digits}g}") for v in values]
+    return out
+
+
+def update_ranks(spectra: dict[str, list[float]], fractions=(0.9, 0.99)) -> list[dict]:
+    """Per matrix of `update_spectra`: its energy ranks at `fractions` and its stable rank."""
+    from .targets import block_index
+
+    return [{"module": name, "block": block_index(name), "rows": len(values),
+             **{f"energy_rank_{round(f * 100)}": energy_rank(values, f) for f in fractions},
+             "stable_rank": stable_rank(values)} for name, values in spectra.items()]

@@ -3,7 +3,8 @@
 Each method of a grid is trained at its registry default times each factor (for example 1/3, 1
 and 3), on the comparison's own settings with one seed, and scored on the validation split; the
 rate with the best validation metric is chosen (ties: the one closest to the default). The test
-split is never looked at. Sweep records go to their own folder, apart from the comparison's.
+split is never looked at. The sweep may use a smaller training set than the comparison (`n_train`)
+when repeating the comparison's training per rate costs too much. Sweep records go to their own folder, apart from the comparison's.
 """
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ import math
 import pandas as pd
 
 from . import methods as registry
-from .config import FinetuneConfig
+from .config import FinetuneConfig, validate
 
 
-def lr_sweep(configs: list[FinetuneConfig], factors, output_dir: str, log=print) -> pd.DataFrame:
-    """Train each distinct method of `configs` (its first seed's config) at default lr x factor.
-    Returns one row per (method, lr): factor, validation metric (final and best), loss_rose."""
-    from .train import finetune
-
+def sweep_configs(configs: list[FinetuneConfig], factors, output_dir: str, n_train: int | None = None) -> list[FinetuneConfig]:
+    """The sweep's runs: each distinct method of `configs` (its first seed's config) at its
+    registry default x each factor, written to `output_dir`; `n_train` (None: the comparison's)
+    sweeps on a smaller training set when the comparison's is too costly to repeat per rate."""
     factors = list(factors)
     if not factors or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0
                               for f in factors):
@@ -30,18 +30,31 @@ def lr_sweep(configs: list[FinetuneConfig], factors, output_dir: str, log=print)
     first = {}
     for config in configs:
         first.setdefault(config.method, config)
-    rows = []
+    runs = []
     for method, config in first.items():
-        default = registry.get_method(method).lr
         for factor in factors:
-            run = dataclasses.replace(config, lr=float(default * factor), output_dir=str(output_dir))
-            record = finetune(config=run)
-            metric = record["metric"]
-            rows.append({"method": method, "factor": float(factor), "lr": run.lr, "metric": metric,
-                         "validation": record["final"][metric], "best_validation": record["best"][metric],
-                         "loss_rose": record.get("loss_rose", False), "seed": run.seed, "run_id": record["run_id"]})
-            if log is not None:
-                log(f"{method:>10} lr {run.lr:.2e}: validation {metric} {record['final'][metric]:.4f}")
+            run = dataclasses.replace(config, lr=float(registry.get_method(method).lr * factor), output_dir=str(output_dir),
+                                      n_train=config.n_train if n_train is None else n_train)
+            validate(run)
+            runs.append(run)
+    return runs
+
+
+def lr_sweep(configs: list[FinetuneConfig], factors, output_dir: str, log=print, n_train: int | None = None) -> pd.DataFrame:
+    """Train (or read back) the runs of `sweep_configs`. Returns one row per (method, lr): factor,
+    validation metric (final and best), loss_rose."""
+    from .train import finetune
+
+    rows = []
+    for run in sweep_configs(configs, factors, output_dir, n_train):
+        record = finetune(config=run)
+        metric = record["metric"]
+        rows.append({"method": run.method, "factor": round(run.lr / registry.get_method(run.method).lr, 9), "lr": run.lr,
+                     "metric": metric, "validation": record["final"][metric], "best_validation": record["best"][metric],
+                     "loss_rose": record.get("loss_rose", False), "seed": run.seed, "n_train": record["train_examples"],
+                     "run_id": record["run_id"]})
+        if log is not None:
+            log(f"{run.method:>10} lr {run.lr:.2e}: validation {metric} {record['final'][metric]:.4f}")
     return pd.DataFrame(rows)
 
 
