@@ -130,6 +130,24 @@ def profile_and_ranks(profile: pd.DataFrame, bounds, allocations: dict[str, list
     return fig
 
 
+def rank_intervals(table: pd.DataFrame, title: str = "GeLoRA bound and rank with 95% bootstrap intervals"):
+    """Left: each block's bound with its interval; right: the budgeted rank with its interval
+    (from `gelora.rank_uncertainty.allocation_intervals`). Error bars: 2.5 and 97.5 percentiles."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.0))
+    colour = methods.colours().get("gelora", "C0")
+    for ax, column, label in ((left, "bound", "bound $\\max(d_{k+1} - d_k, 0)$"), (right, "rank", "GeLoRA rank")):
+        values = table[column].to_numpy(dtype=float)
+        errors = [values - table[f"{column}_low"].to_numpy(dtype=float), table[f"{column}_high"].to_numpy(dtype=float) - values]
+        ax.errorbar(table["block"], values, yerr=np.clip(errors, 0, None), fmt="o", color=colour, capsize=4,
+                    label=f"{label} (bars: 95% interval)")
+        ax.set(xlabel="block k (layer k -> k + 1)", ylabel=column, xticks=table["block"])
+        ax.legend(loc="upper left", fontsize=8)
+    left.axhline(0, color="grey", lw=0.8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def rank_sensitivity(table: pd.DataFrame, title: str = "How the ranks depend on the estimator"):
     """Heatmap: one row per estimator variant, one column per block, the rank in each cell."""
     pivot = table.pivot(index="variant", columns="block", values="rank").loc[table["variant"].unique()]
@@ -244,3 +262,28 @@ def cost(summary: pd.DataFrame):
         ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     return fig
+
+
+def claims(table: pd.DataFrame, title: str = "The papers' claims: paired difference with its 95% interval"):
+    """One row per claim, one point per task: the paired difference (method - reference) with its
+    bootstrap interval (bars: 2.5 and 97.5 percentiles), in the claim's method colour; a bar that
+    crosses 0 is not resolved."""
+    claims_order = list(dict.fromkeys(table["claim"]))
+    tasks = list(dict.fromkeys(table["task"])) if "task" in table else [""]
+    fig, ax = plt.subplots(figsize=(9, 0.7 * len(claims_order) + 1.6))
+    markers = ["o", "s", "D", "^"]
+    for t, task in enumerate(tasks):
+        rows = table[table["task"] == task] if "task" in table else table
+        for r in rows.itertuples():
+            y = claims_order.index(r.claim) + (t - (len(tasks) - 1) / 2) * 0.25
+            ax.errorbar(r.difference, y, xerr=[[r.difference - r.low], [r.high - r.difference]], fmt=markers[t % 4],
+                        color=methods.colours().get(r.method, "grey"), capsize=3, markersize=6)
+        ax.plot([], [], markers[t % 4], color="black", label=task or "difference")
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(range(len(claims_order)), claims_order)
+    ax.invert_yaxis()
+    ax.set(xlabel="difference in the test metric (method - reference); bars: 95% interval", title=title)
+    ax.legend(title="task", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+

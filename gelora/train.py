@@ -191,6 +191,8 @@ def finetune(method: str | None = None, config: FinetuneConfig | None = None, **
 def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
     """Train and evaluate one run, write its record to `path` (named by the run's identity)."""
     transformers.utils.logging.set_verbosity_error()
+    if not config.progress:  # no weight-loading bar either (jobs' logs, executed notebooks)
+        transformers.utils.logging.disable_progress_bar()
     device, precision = resolve_device(config.device, config.precision)
     transformers.set_seed(config.seed)
     wall = time.perf_counter()
