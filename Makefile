@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PROFILE ?= cpu
 
-.PHONY: setup reproduce test lint clean-runs study
+.PHONY: setup reproduce test lint clean-runs study book
 
 setup: $(VENV)/.installed
 
@@ -40,3 +40,9 @@ study: setup
 	for p in study study-trec6; do \
 	  $(PY) -m gelora.grid --profile $$p --sweep --jobs 2 && $(PY) -m gelora.grid --profile $$p --jobs 2 || exit 1; \
 	done
+
+# The reference run's executed notebooks (results/cpu/executed/, committed) as a static HTML site
+# in build/book/ (nbconvert; nothing is executed). Open build/book/index.html.
+book: setup
+	$(PY) -m gelora.book --run results/cpu --out build/book
+

@@ -11,7 +11,7 @@ import transformers
 from . import plots
 from .data import load_dataset
 from .models import load_model
-from .pipeline import resolve
+from .pipeline import resolve, shown
 from .probe import load_profile, probe_dataset, save_profile
 from .ranks import uniform_budget
 from .targets import block_shapes, default_targets
@@ -49,13 +49,13 @@ def profile_for(run: Path, model: str, dataset: str, n_examples: int, pooling: s
     path = Path(run) / "id_profile.csv"
     if path.exists():
         if log:
-            log(f"read {path}")
+            log(f"read {shown(path)}")
         return load_profile(path), path
     profile = probe_dataset(model, dataset, n_examples, pooling=pooling, max_length=max_length, seed=seed,
                             cache_dir=Path(run) / "cache", estimator=TwoNN(random_state=seed), progress=False)
     save_profile(profile, path)
     if log:
-        log(f"computed the profile ({pooling} pooling, {n_examples} texts) and wrote {path}")
+        log(f"computed the profile ({pooling} pooling, {n_examples} texts) and wrote {shown(path)}")
     return profile, path
 
 

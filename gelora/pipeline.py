@@ -40,6 +40,16 @@ def resolve(path: str | Path) -> Path:
     return path if path.is_absolute() else repo_root() / path
 
 
+def shown(path: str | Path) -> str:
+    """A path as a reader should see it in an output: relative to the repository root when it
+    lies inside (no machine-specific prefix in executed notebooks), else as given."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(repo_root()))
+    except ValueError:
+        return str(path)
+
+
 def notebooks() -> list[Path]:
     found = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if not found:

@@ -182,14 +182,22 @@ def approximation_error(errors: pd.DataFrame, ax=None, title: str = "Rank-r trun
     return fig
 
 
-def subspace_stability(table: pd.DataFrame, ax=None, title: str = "Stability of the initial subspace"):
-    """Similarity of the top-r subspace estimated from n examples to a larger-sample estimate."""
+def subspace_stability(table: pd.DataFrame, ax=None, title: str = "Stability of the initial subspace",
+                       chance: dict | None = None):
+    """Similarity of the top-r subspace estimated from n examples to a larger-sample estimate
+    (band: min to max over the modules); `chance` (rank -> r / d): two random subspaces' score,
+    drawn as dotted lines in the rank's colour."""
     fig, ax = _axes(ax)
+    ranks_shown = sorted(table["rank"].unique())
+    colours = dict(zip(ranks_shown, sns.color_palette("viridis", len(ranks_shown))))
     sns.lineplot(data=table, x="num_samples", y="similarity", hue="rank", marker="o", errorbar=("pi", 100), ax=ax,
-                 palette="viridis")
+                 palette=colours)
+    for r, level in (chance or {}).items():
+        ax.axhline(level, ls=":", lw=1.2, color=colours.get(r, "grey"), label=f"chance, r = {r}: {level:.3f}")
     ax.set_xscale("log", base=2)
     ax.set(xlabel="examples in the gradient estimate (log scale)", ylabel="subspace similarity (0 to 1)",
            title=title, ylim=(0, 1.02))
+    ax.legend(title="rank r (band: min-max over modules)", loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     return fig
 
 

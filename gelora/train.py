@@ -106,26 +106,32 @@ def _lr(config: FinetuneConfig) -> float:
     return config.lr if config.lr is not None else default_lr(config.method)
 
 
+def _is_head(name: str) -> bool:
+    return any(f"{h}." in name or name.startswith(f"{h}.") for h in HEAD_NAMES)
+
+
 def _head_params(model) -> int:
-    total = 0
-    for name, p in model.named_parameters():
-        if p.requires_grad and any(f"{h}." in name or name.startswith(f"{h}.") for h in HEAD_NAMES):
-            total += p.numel()
-    return total
+    return sum(p.numel() for name, p in model.named_parameters() if p.requires_grad and _is_head(name))
 
 
 def train_steps(model, batches, steps: int, lr: float, weight_decay: float = 0.0, device=None,
-                evaluate_first: bool = True) -> list[float]:
+                evaluate_first: bool = True, head_lr: float | None = None) -> list[float]:
     """A plain PyTorch loop (AdamW over the trainable parameters, constant lr), for the first
-    steps of an adapter outside the Trainer. Returns the loss of every step; with
-    evaluate_first, element 0 is the loss at initialisation on the first batch (no update)."""
+    steps of an adapter outside the Trainer. head_lr: the classification head's rate (None: lr),
+    so that methods compared side by side differ only in their adapters. Returns the loss of
+    every step; with evaluate_first, element 0 is the loss at initialisation on the first batch."""
     check_whole("steps", steps, 0)
     check_real("lr", lr, 0, open_low=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    check_real("head_lr", head_lr, 0, open_low=True, optional=True)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
         raise ValueError("the model has no trainable parameter")
     device = device or next(model.parameters()).device
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    head = [p for n, p in named if _is_head(n)]
+    body = [p for n, p in named if not _is_head(n)]
+    groups = [{"params": body, "lr": lr}] if body else []
+    groups += [{"params": head, "lr": lr if head_lr is None else head_lr}] if head else []
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     batches = list(batches)
     if not batches:
         raise ValueError("no batches to train on")
@@ -149,17 +155,18 @@ def train_steps(model, batches, steps: int, lr: float, weight_decay: float = 0.0
 
 
 def first_steps(names, model, tokenizer, data, batches, steps: int, lrs: dict | None = None, seed: int = 0,
-                **settings):
+                head_lr: float | None = None, **settings):
     """The first `steps` optimiser steps of each method on the same batches, each adapter built by
     the registry on a copy of `model` and trained by `train_steps` at its learning rate (`lrs`
-    overrides the registry's). Returns (losses: method, step, loss; trainable parameters; lrs)."""
+    overrides the registry's), the head at `head_lr` for every method (None: the method's rate).
+    Returns (losses: method, step, loss; trainable parameters; lrs)."""
     curves, trainable, used = [], {}, {}
     for name in names:
         adapted, _ = methods.adapt(name, copy.deepcopy(model), tokenizer, data, steps=steps, seed=seed, **settings)
         trainable[name] = count_trainable(adapted)
         used[name] = (lrs or {}).get(name, default_lr(name))
         torch.manual_seed(seed)  # the same dropout masks for every method
-        losses = train_steps(adapted, batches, steps, used[name])
+        losses = train_steps(adapted, batches, steps, used[name], head_lr=head_lr)
         curves += [{"method": name, "step": i, "loss": loss} for i, loss in enumerate(losses)]
     return pd.DataFrame(curves), trainable, used
 

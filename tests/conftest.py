@@ -10,8 +10,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from gelora import pipeline  # noqa: E402
 from gelora.data import collator, load_dataset, tokenize  # noqa: E402
 from gelora.models import load_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The whole pipeline on the smoke profile, once per session: (run folder, executed notebooks)."""
+    run = tmp_path_factory.mktemp("smoke")
+    outputs = pipeline.run("smoke", overrides=[f"figures_dir={run / 'figures'}"], run_dir=str(run), progress=False)
+    return run, outputs
 
 
 @pytest.fixture
