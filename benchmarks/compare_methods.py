@@ -1,6 +1,6 @@
 """The method comparison of a profile's notebook 04: its methods, its seeds, the matched budget.
 
-    python benchmarks/compare_methods.py [--profile cpu] [--run-dir runs/cpu] [--methods lora_ga pissa]
+    python benchmarks/compare_methods.py [--profile cpu] [--run-dir results/cpu] [--methods lora_ga pissa]
                                          [--small-cores 8]
 
 It calls gelora.train.run_grid with exactly the settings of the profile's notebook 04, so runs

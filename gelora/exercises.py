@@ -39,13 +39,13 @@ def command(stem: str, exercise: dict, profile: str = "class", folder: str | Non
     """The command that runs one exercise: the pipeline, that notebook only, its parameters. Its
     outputs go to `folder` (default runs/exercises/<id>/: never over your run or the reference
     figures); notebook 05, which draws a finished run, reads the profile's run folder (or
-    `finished_run`)."""
+    `finished_run`); notebook 06 reads the committed study."""
     folder = folder or f"runs/exercises/{exercise['id']}"
     args = ["python", "-m", "gelora.pipeline", "--profile", profile, "--only", stem[:2]]
-    if stem[:2] != "05":
+    if stem[:2] == "05":
+        args += ["--run-dir", finished_run] if finished_run else []
+    elif stem[:2] != "06":  # 06 reads the committed study, not a run folder
         args += ["--run-dir", folder]
-    elif finished_run:
-        args += ["--run-dir", finished_run]
     args += ["-p", f"figures_dir={folder}/figures"]
     for param in exercise["params"]:
         args += ["-p", f"{stem[:2]}.{param}"]

@@ -1,4 +1,4 @@
-"""Run the notebooks 01 to 05 in order through papermill, with a named profile.
+"""Run the numbered notebooks (01 to 06) in order through papermill, with a named profile.
 
     python -m gelora.pipeline --profile cpu            # the README's main command
     python -m gelora.pipeline --profile smoke -p seed=1 -p 04_fine_tuning.epochs=2
@@ -189,13 +189,18 @@ class NotebookFailed(RuntimeError):
 
 def mark(path: Path, status: str, reason: str = "") -> None:
     """Write the run's outcome into an executed notebook's metadata (`gelora.status`: completed,
-    failed or interrupted); a failure also sets papermill's own `exception` flag."""
+    failed or interrupted; papermill's paths made relative); a failure also sets papermill's own
+    `exception` flag."""
     import nbformat
 
     if not path.exists():
         return
     book = nbformat.read(str(path), as_version=4)
     book.metadata["gelora"] = {"status": status, "reason": reason}
+    papermill = book.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):  # no machine-specific prefix in a published copy
+        if papermill.get(key):
+            papermill[key] = shown(papermill[key])
     if status != "completed":
         book.metadata.setdefault("papermill", {})["exception"] = True
     nbformat.write(book, str(path))

@@ -109,7 +109,8 @@ def ranks(table: pd.DataFrame, title: str = "Rank per block"):
             ax.set_axis_off()
             continue
         sns.barplot(data=part, x="block", y="rank", hue="method", hue_order=order, palette=palette(order), ax=ax)
-        ax.set(xlabel="transformer block", ylabel="rank per adapted matrix", title=label)
+        ax.set(xlabel="transformer block k", ylabel="rank per adapted matrix", title=label)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.15), ncol=3, frameon=False)
     fig.suptitle(title, fontweight="bold")
     fig.tight_layout()
     return fig
@@ -122,10 +123,12 @@ def profile_and_ranks(profile: pd.DataFrame, bounds, allocations: dict[str, list
     blocks = np.arange(len(bounds))
     table = pd.DataFrame([{"block": b, "rank": r, "method": name} for name, rs in allocations.items()
                           for b, r in zip(blocks, rs)])
-    sns.barplot(data=table, x="block", y="rank", hue="method", ax=right)
-    right.plot(blocks, bounds, "k_", markersize=22, mew=2, label="bound max(d_i - d_{i-1}, 0)")
-    right.set(xlabel="transformer block", ylabel="rank per adapted matrix", title="Ranks from the profile")
-    right.legend()
+    colours = {name: methods.colours().get("gelora") if name.startswith("GeLoRA") else
+               methods.colours().get("lora") if "LoRA" in name else "#bbbbbb" for name in allocations}
+    sns.barplot(data=table, x="block", y="rank", hue="method", palette=colours, ax=right)
+    right.plot(blocks, bounds, "k_", markersize=22, mew=2, label="bound $\\max(d_{k+1} - d_k, 0)$")
+    right.set(xlabel="transformer block k (layer k -> k + 1)", ylabel="rank per adapted matrix", title="Ranks from the profile")
+    right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 
@@ -207,6 +210,7 @@ def first_steps(losses: pd.DataFrame, ax=None, title: str = "First optimisation 
     sns.lineplot(data=losses, x="step", y="loss", hue="method", marker="o", ax=ax,
                  palette=palette(losses["method"].unique()), hue_order=methods.order(losses["method"]))
     ax.set(xlabel="optimiser step (0 = initialisation)", ylabel="training loss (cross-entropy, nats)", title=title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
 
@@ -218,17 +222,21 @@ def metric_vs_params(runs: pd.DataFrame, metric: str = "accuracy", split: str = 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.1, 1]})
     colours = palette(runs["method"].unique())
     present = methods.order(runs["method"])
+    counts = runs.groupby("method")["adapter_params"].median()
     for method in present:
         group = runs[runs["method"] == method]
-        x = group["adapter_params"].median()
+        x = counts[method]
+        same = [m for m in present if abs(np.log(counts[m] / x)) < 0.05]  # methods at (nearly) this count
+        shift = 10 ** (0.035 * (same.index(method) - (len(same) - 1) / 2))  # side by side, not on top
         y = group[split]
-        left.errorbar([x], [y.mean()], yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt=methods.marker(method),
-                      ms=9, capsize=4, color=colours[method], alpha=0.85,
+        left.errorbar([x * shift], [y.mean()], yerr=[[y.mean() - y.min()], [y.max() - y.mean()]],
+                      fmt=methods.marker(method), ms=9, capsize=4, color=colours[method], alpha=0.85,
                       label=f"{methods.label(method)} ({x:,.0f} params, {len(group)} seeds)")
     left.set_xscale("log")
-    left.set(xlabel="trainable adapter parameters (log scale; head excluded)", ylabel=f"{split} {metric}",
+    left.set(xlabel="trainable adapter parameters (log scale; head excluded; equal counts drawn side by side)",
+             ylabel=f"{split} {metric} (mean; bars: min to max over seeds)",
              title=title or f"{split.capitalize()} {metric} against trainable parameters")
-    left.legend(fontsize=8, loc="best")
+    left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.18), ncol=2, frameon=False)
     sns.stripplot(data=runs, x="method", y=split, order=present, hue="method", hue_order=present,
                   palette=colours, size=7, jitter=0.15, ax=right, legend=False)
     sns.pointplot(data=runs, x="method", y=split, order=present, color="black", markers="_", linestyles="none",
@@ -245,10 +253,14 @@ def training_curves(loss: pd.DataFrame, evals: pd.DataFrame, metric: str = "accu
     order = methods.order(loss["method"])
     sns.lineplot(data=loss, x="step", y="loss", hue="method", hue_order=order, palette=palette(order), ax=left,
                  errorbar=("pi", 100))
-    left.set(xlabel="optimiser step", ylabel="training loss (nats)", title="Training loss")
+    left.set(xlabel="optimiser step", ylabel="training loss (nats; AdaLoRA's includes its orthogonality penalty)",
+             title="Training loss (mean; band: min to max over seeds)")
+    handles, labels = left.get_legend_handles_labels()
+    left.get_legend().remove()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)  # outside both panels
     sns.lineplot(data=evals, x="step", y="value", hue="method", hue_order=order, palette=palette(order), marker="o",
                  ax=right, errorbar=("pi", 100), legend=False)
-    right.set(xlabel="optimiser step", ylabel=f"validation {metric}", title=f"Validation {metric}")
+    right.set(xlabel="optimiser step", ylabel=f"validation {metric}", title=f"Validation {metric} (band: min to max)")
     fig.tight_layout()
     return fig
 
@@ -292,6 +304,48 @@ def claims(table: pd.DataFrame, title: str = "The papers' claims: paired differe
     ax.invert_yaxis()
     ax.set(xlabel="difference in the test metric (method - reference); bars: 95% interval", title=title)
     ax.legend(title="task", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def bound_vs_need(tables: dict[str, pd.DataFrame], need: str = "energy_rank_90"):
+    """Per task (one panel each), per block: GeLoRA's bound with its 95% interval against the
+    rank full fine-tuning's update used (`need`, mean over seeds; bars: seeds' min to max) and
+    its stable rank. Log scale: the two differ by orders of magnitude."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 4.2), squeeze=False)
+    colours = methods.colours()
+    for ax, (task, table) in zip(axes[0], tables.items()):
+        x = table["block"].to_numpy()
+        bound = table["bound"].to_numpy(dtype=float)
+        ax.errorbar(x - 0.1, np.maximum(bound, 0.1), yerr=[np.maximum(bound, 0.1) - np.maximum(table["bound_low"], 0.1),
+                                                          np.maximum(table["bound_high"], 0.1) - np.maximum(bound, 0.1)],
+                    fmt="D", color=colours.get("gelora"), capsize=3, label="GeLoRA bound (95% interval; 0 drawn at 0.1)")
+        low, high = table[f"{need}_min"], table[f"{need}_max"]
+        ax.errorbar(x + 0.1, table[need], yerr=[table[need] - low, high - table[need]], fmt="o",
+                    color=colours.get("full"), capsize=3, label=f"full FT update: {need.replace('_', ' ')} % (seeds' range)")
+        ax.plot(x + 0.1, table["stable_rank"], "x", color="black", label="full FT update: stable rank")
+        ax.set_yscale("log")
+        ax.set(xlabel="block k", ylabel="rank", title=task, xticks=x)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    fig.suptitle("Does the ID increment bound the rank a block needs?")
+    fig.tight_layout()
+    return fig
+
+
+def lr_sensitivity(sweeps: pd.DataFrame, methods_shown=("lora", "lora_xs", "lora_sb")):
+    """Validation metric against the learning-rate factor of the sweep, one panel per task, one
+    line per method in its registry colour (seed 0; factor 1 = the registry default)."""
+    tasks = list(dict.fromkeys(sweeps["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.0), squeeze=False, sharey=True)
+    for ax, task in zip(axes[0], tasks):
+        part = sweeps[(sweeps["task"] == task) & sweeps["method"].isin(methods_shown)]
+        for method, group in part.groupby("method", sort=False):
+            group = group.sort_values("factor")
+            ax.plot(group["factor"], group["validation"], marker=methods.marker(method), color=methods.colours().get(method),
+                    label=methods.label(method))
+        ax.set_xscale("log")
+        ax.set(xlabel="learning rate / registry default (log scale)", ylabel="validation metric (seed 0)", title=task)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 

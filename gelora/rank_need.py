@@ -14,11 +14,13 @@ from scipy import stats
 
 from .spectra import update_ranks
 
+NEEDS = ("energy_rank_90", "energy_rank_99", "stable_rank")  # measures of the rank an update used
+
 
 def update_needs(records: list[dict]) -> pd.DataFrame:
-    """Per block, from the full fine-tuning records (every seed): the energy ranks at 90 % and
-    99 % and the stable rank of the update, averaged over the block's matrices and the seeds,
-    with the seeds' min and max of the 90 % energy rank."""
+    """Per block, from the full fine-tuning records (every seed): each measure of NEEDS (the
+    energy ranks at 90 % and 99 % and the stable rank of the update), averaged over the block's
+    matrices and then the seeds, with the seeds' min and max (<measure>_min, <measure>_max)."""
     rows = []
     for r in records:
         if r.get("method") == "full" and r.get("update_spectra"):
@@ -26,11 +28,11 @@ def update_needs(records: list[dict]) -> pd.DataFrame:
     if not rows:
         raise ValueError("no full fine-tuning record with update spectra: rerun full fine-tuning with this version")
     table = pd.DataFrame(rows)
-    per_seed = table.groupby(["block", "seed"])[["energy_rank_90", "energy_rank_99", "stable_rank"]].mean()
+    per_seed = table.groupby(["block", "seed"])[list(NEEDS)].mean()
     grouped = per_seed.groupby("block")
     out = grouped.mean()
-    out["energy_rank_90_min"] = grouped["energy_rank_90"].min()
-    out["energy_rank_90_max"] = grouped["energy_rank_90"].max()
+    for measure in NEEDS:
+        out[f"{measure}_min"], out[f"{measure}_max"] = grouped[measure].min(), grouped[measure].max()
     out["seeds"] = grouped.size()
     out["matrix_side"] = table.groupby("block")["rows"].min()
     return out.reset_index()
@@ -41,6 +43,8 @@ def bound_vs_need(intervals: pd.DataFrame, needs: pd.DataFrame, need: str = "ene
     measured need per block. Returns (table, verdict): whether the bound stays below the need in
     every block (a lower bound), how far below (the largest bound / need), and the Spearman rank
     correlation of bound and need across blocks (does a larger bound mean a larger need?)."""
+    if need not in NEEDS:
+        raise ValueError(f"need must be one of {NEEDS}, got {need!r}")
     table = intervals.merge(needs, on="block", how="inner")
     if table.empty:
         raise ValueError("the intervals and the needs share no block")

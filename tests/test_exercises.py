@@ -29,7 +29,7 @@ def test_exercise_command_runs(stem, exercise, smoke_run, tmp_path):
     result = subprocess.run([sys.executable, *args[1:], "--no-progress"], capture_output=True, text=True,
                             cwd=repo_root(), env=dict(os.environ))
     assert result.returncode == 0, result.stderr[-2000:]
-    executed = (run if stem.startswith("05") else tmp_path) / "executed" / f"{stem}.ipynb"
+    executed = (run if stem[:2] in ("05", "06") else tmp_path) / "executed" / f"{stem}.ipynb"
     book = json.loads(executed.read_text())
     assert book["metadata"]["gelora"]["status"] == "completed"
     parameters = book["metadata"]["papermill"]["parameters"]

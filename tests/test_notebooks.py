@@ -16,11 +16,11 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 FIGURES = ["fig_id_profile", "fig_ranks_per_method", "fig_lora_sb_spectra", "fig_metric_vs_params",
            "fig_training_curves", "fig_cost", "twonn_fit", "id_profile_poolings", "id_scaling",
            "ranks_from_profile", "rank_sensitivity", "sb_spectra", "sb_truncation_error", "sb_subspace_stability",
-           "sb_first_steps", "training_curves"]
+           "sb_first_steps", "training_curves", "rank_intervals", "fig_study_claims", "bound_vs_need", "lr_sensitivity"]
 
 
-def test_five_numbered_notebooks():
-    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
+def test_six_numbered_notebooks():
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -107,7 +107,7 @@ def test_command_line_reports_errors(tmp_path):
 @pytest.mark.parametrize("name", pipeline.available_profiles())
 def test_every_shipped_profile_is_valid(name):
     steps = pipeline.plan(pipeline.load_profile(name))
-    assert len(steps) == 5
+    assert len(steps) == len(NOTEBOOKS)
 
 
 def test_executed_notebooks_carry_no_noise(smoke_run):
