@@ -155,9 +155,10 @@ def run_jobs(configs: list[FinetuneConfig], jobs: int, log_dir: Path, log=print)
         start = time.perf_counter()
         with open(log_dir / f"{config.run_id}.log", "w") as out:
             code = subprocess.call(shlex.split(command_line(config)), stdout=out, stderr=subprocess.STDOUT, env=env)
-        log(f"{config.method:>10} seed {config.seed} lr {config.lr or 'default'}: "
-            f"{'done' if code == 0 else f'FAILED (exit {code}, see {log_dir / config.run_id}.log)'} "
-            f"in {time.perf_counter() - start:.0f} s")
+        if log is not None:
+            log(f"{config.method:>10} seed {config.seed} lr {config.lr or 'default'}: "
+                f"{'done' if code == 0 else f'FAILED (exit {code}, see {log_dir / config.run_id}.log)'} "
+                f"in {time.perf_counter() - start:.0f} s")
         return code == 0
 
     with ThreadPoolExecutor(jobs) as pool:

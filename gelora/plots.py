@@ -233,10 +233,10 @@ def metric_vs_params(runs: pd.DataFrame, metric: str = "accuracy", split: str = 
                       fmt=methods.marker(method), ms=9, capsize=4, color=colours[method], alpha=0.85,
                       label=f"{methods.label(method)} ({x:,.0f} params, {len(group)} seeds)")
     left.set_xscale("log")
-    left.set(xlabel="trainable adapter parameters (log scale; head excluded; equal counts drawn side by side)",
-             ylabel=f"{split} {metric} (mean; bars: min to max over seeds)",
-             title=title or f"{split.capitalize()} {metric} against trainable parameters")
-    left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.18), ncol=2, frameon=False)
+    left.set(xlabel="trainable adapter parameters (log scale; head excluded)", ylabel=f"{split} {metric}",
+             title=title or f"{split.capitalize()} {metric} against parameters\n(mean; bars: min to max over seeds)")
+    left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.22), ncol=2, frameon=False,
+                title="equal parameter counts are drawn side by side", title_fontsize=8)
     sns.stripplot(data=runs, x="method", y=split, order=present, hue="method", hue_order=present,
                   palette=colours, size=7, jitter=0.15, ax=right, legend=False)
     sns.pointplot(data=runs, x="method", y=split, order=present, color="black", markers="_", linestyles="none",
@@ -253,11 +253,13 @@ def training_curves(loss: pd.DataFrame, evals: pd.DataFrame, metric: str = "accu
     order = methods.order(loss["method"])
     sns.lineplot(data=loss, x="step", y="loss", hue="method", hue_order=order, palette=palette(order), ax=left,
                  errorbar=("pi", 100))
-    left.set(xlabel="optimiser step", ylabel="training loss (nats; AdaLoRA's includes its orthogonality penalty)",
-             title="Training loss (mean; band: min to max over seeds)")
+    left.set(xlabel="optimiser step", ylabel="training loss (nats)", title="Training loss (band: min to max over seeds)")
     handles, labels = left.get_legend_handles_labels()
     left.get_legend().remove()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)  # outside both panels
+    fig.legend(handles, [methods.label(m) for m in labels], loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    if "adalora" in order:
+        fig.text(0.01, -0.02, "AdaLoRA's training loss includes its orthogonality penalty (adalora_orth_reg x ||P^T P - I||^2), "
+                 "so it sits above the others without meaning a worse fit.", fontsize=8)
     sns.lineplot(data=evals, x="step", y="value", hue="method", hue_order=order, palette=palette(order), marker="o",
                  ax=right, errorbar=("pi", 100), legend=False)
     right.set(xlabel="optimiser step", ylabel=f"validation {metric}", title=f"Validation {metric} (band: min to max)")

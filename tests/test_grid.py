@@ -11,6 +11,7 @@ import pytest
 from gelora import pipeline, train
 from gelora.config import FinetuneConfig
 from gelora.grid import command_line, notebook_grid, profile_parameters
+from gelora.sweep import best_lrs
 
 METHODS = "04.methods=[lora, lora_sb, gelora]"
 
@@ -66,3 +67,22 @@ def test_the_sweep_runs_first_and_sets_the_rates(tmp_path):
     assert sweep.set_index("lr").loc[configs[0].lr, "validation"] == best["validation"]
     again, _ = notebook_grid(**params)  # the sweep's runs are read back: the same choice
     assert again[0].lr == configs[0].lr
+
+
+def test_jobs_train_the_sweep_then_the_grid_and_a_rerun_trains_nothing(tmp_path, capsys):
+    from gelora.grid import main
+
+    args = ["--profile", "smoke", "--run-dir", str(tmp_path), "-p", "04.methods=[lora, lora_xs]",
+            "-p", "04.lr_factors=[1, 5]", "-p", "04.sweep_n_train=24"]
+    assert main([*args, "--sweep", "--jobs", "2"]) == 0
+    sweep = sorted((tmp_path / "lr_sweep").glob("*.json"))
+    assert len(sweep) == 4 and all(json.loads(p.read_text())["train_examples"] == 24 for p in sweep)
+    stamps = {p: p.stat().st_mtime for p in sweep}
+    assert main([*args, "--jobs", "2"]) == 0  # the sweep is read back, the best rates chosen, the grid trained
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
+    chosen = best_lrs(pd.read_csv(tmp_path / "lr_sweep.csv"))
+    assert {r["method"]: r["lr"] for r in records} == chosen
+    assert {p: p.stat().st_mtime for p in sweep} == stamps and len(records) == 2
+    capsys.readouterr()
+    assert main([*args, "--missing"]) == 0 and capsys.readouterr().out == ""  # nothing left to run
+    assert main(["--profile", "smoke", "--run-dir", str(tmp_path), "--sweep"]) == 1  # smoke has no sweep
