@@ -351,3 +351,25 @@ def lr_sensitivity(sweeps: pd.DataFrame, methods_shown=("lora", "lora_xs", "lora
     fig.tight_layout()
     return fig
 
+
+def efficiency(tables: dict[str, pd.DataFrame], tolerance: float = 0.01, reference: str = "LoRA r = 8"):
+    """Per task: each point's paired difference from the reference (95% interval) against its
+    trainable parameters (log scale), in its method's colour, labelled with its rank; the band is
+    +- tolerance (inside it: 'matches')."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 4.2), squeeze=False, sharey=True)
+    for ax, (task, table) in zip(axes[0], tables.items()):
+        for r in table.itertuples():
+            method, _, rank = r.point.partition("@")
+            ax.errorbar(r.adapter_params, r.difference, yerr=[[r.difference - r.low], [r.high - r.difference]],
+                        fmt=methods.marker(method), color=methods.colours().get(method, "grey"), capsize=3, ms=7)
+            ax.annotate(f"{methods.label(method)}{' r=' + rank if rank else ' (budget)'}", (r.adapter_params, r.high),
+                        textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
+        ax.axhspan(-tolerance, tolerance, color="grey", alpha=0.15, label=f"within {tolerance:g} of {reference}")
+        ax.axhline(0, color="grey", lw=1)
+        ax.set_xscale("log")
+        ax.set(xlabel="trainable adapter parameters (log scale)", title=task,
+               ylabel=f"test difference from {reference} (95% interval)")
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    fig.tight_layout()
+    return fig
+

@@ -4,6 +4,7 @@
     python -m gelora.study              # every task's verdicts, printed
     python -m gelora.study --readme     # rewrite the README's study section from them
     python -m gelora.study --check      # exit 1 if the README's section differs from the results
+    python -m gelora.study --efficiency movie-sentiment   # train the parameter-efficiency points
 
 Each task is a folder under results/study/ holding what its profile's notebook-04 grid wrote:
 `results/` (one record and one prediction file per run), `lr_sweep.csv` and `id_profile.csv`.
@@ -87,6 +88,74 @@ def plateau(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# LoRA-SB's headline claim: it matches LoRA with 27-90x fewer trainable parameters. The points
+# of the parameter-efficiency curve, each (method, rank) trained without a budget at the study's
+# settings and chosen learning rate; LoRA r = 8 (the study's budget) is the reference.
+EFFICIENCY_POINTS = (("lora_sb", 8), ("lora_sb", 16), ("lora_xs", 8), ("lora", 1), ("lora", 2))
+EFFICIENCY_SEEDS = (0, 1, 2)
+EFFICIENCY_DIR = "efficiency"
+
+
+def efficiency_configs(folder: Path, points=EFFICIENCY_POINTS, seeds=EFFICIENCY_SEEDS) -> list:
+    """The curve's runs for one task: the study's own settings (read from its LoRA record) with
+    each method at a fixed rank and no budget, at the learning rate the study chose for it."""
+    import dataclasses
+
+    from .config import FinetuneConfig, validate
+
+    records = task_records(folder)
+    base = FinetuneConfig(**next(r for r in records if r["method"] == "lora")["config"])
+    chosen = {r["method"]: r["lr"] for r in records}
+    configs = []
+    for method, rank in points:
+        if method not in chosen:
+            raise ValueError(f"the study of {folder.name} has no {method} run to take its learning rate from")
+        for seed in seeds:
+            config = dataclasses.replace(base, method=method, rank=rank, budget=None, seed=seed, lr=chosen[method],
+                                         profile=None, output_dir=str(folder / EFFICIENCY_DIR / "results"))
+            validate(config)
+            configs.append(config)
+    return configs
+
+
+def efficiency(folder: Path, reference: str = "lora", tolerance: float = 0.01, n_resamples: int = 10_000) -> pd.DataFrame:
+    """Every point of the curve (the efficiency runs and the study's budget-matched runs) against
+    `reference` at the study's budget, paired on the seeds both have: trainable parameters, how
+    many times fewer than the reference, the test metric, the difference with its 95 % interval,
+    and whether the point is within `tolerance` of the reference (the interval inside +- tolerance:
+    'matches'), better, worse, or not resolved."""
+    from .results import paired_scores
+    from .stats import paired_bootstrap
+
+    main, extra = task_records(folder), load_records(folder / EFFICIENCY_DIR / "results")
+    scores = {("study", m): s for m, s in paired_scores(main, folder / "results").items()}
+    scores.update({("efficiency", m): s for m, s in _by_rank(extra, folder / EFFICIENCY_DIR / "results").items()})
+    params = {("study", r["method"]): r["adapter_params"] for r in main}
+    params.update({("efficiency", f"{r['method']}@{r['config']['rank']}"): r["adapter_params"] for r in extra})
+    ref_scores, ref_params = scores[("study", reference)], params[("study", reference)]
+    rows = []
+    for key, per_seed in scores.items():
+        if key == ("study", reference) or key[1] == "full":
+            continue
+        seeds = sorted(set(per_seed) & set(ref_scores))
+        a = np.stack([per_seed[s].sort_index().to_numpy() for s in seeds])
+        b = np.stack([ref_scores[s].sort_index().to_numpy() for s in seeds])
+        result = paired_bootstrap(a, b, n_resamples)
+        verdict = ("matches" if -tolerance < result.low and result.high < tolerance else result.verdict)
+        rows.append({"point": key[1], "source": key[0], "adapter_params": params[key],
+                     "fewer_than_reference": ref_params / params[key], "test": float(a.mean()),
+                     "difference": result.difference, "low": result.low, "high": result.high, "verdict": verdict,
+                     "seeds": ",".join(map(str, seeds))})
+    return pd.DataFrame(rows).sort_values("adapter_params").reset_index(drop=True)
+
+
+def _by_rank(records: list[dict], folder: Path) -> dict:
+    from .results import paired_scores
+
+    renamed = [dict(r, method=f"{r['method']}@{r['config']['rank']}") for r in records]
+    return paired_scores(renamed, folder)
+
+
 def _interval(row) -> str:
     return f"{row.difference:+.3f} ({row.low:+.3f} to {row.high:+.3f})"
 
@@ -143,7 +212,21 @@ def main(argv=None) -> int:
     parser.add_argument("--study-dir", default=STUDY_DIR, help="folder of the task folders")
     parser.add_argument("--readme", action="store_true", help="rewrite the README's study section")
     parser.add_argument("--check", action="store_true", help="exit 1 when the README's section is out of date")
+    parser.add_argument("--efficiency", nargs="*", metavar="TASK", default=None,
+                        help="train the missing parameter-efficiency runs of these tasks (none named: every task)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side for --efficiency")
     args = parser.parse_args(argv)
+    if args.efficiency is not None:
+        from .grid import run_jobs
+
+        failed = 0
+        for task, folder in task_folders(args.study_dir).items():
+            if args.efficiency and task not in args.efficiency:
+                continue
+            configs = [c for c in efficiency_configs(folder) if not (Path(c.output_dir) / f"{c.run_id}.json").exists()]
+            print(f"{task}: {len(configs)} efficiency run(s) to train")
+            failed += run_jobs(configs, args.jobs, folder / EFFICIENCY_DIR / "logs")
+        return 1 if failed else 0
     try:
         section = readme_section(args.study_dir)
     except (FileNotFoundError, ValueError) as err:
