@@ -1,0 +1,91 @@
+"""The study's reading (gelora.study): verdicts, summaries, plateau and the parameter-efficiency
+curve from hand-made records with known per-example scores, and the README section generated
+from the committed study."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gelora import study
+from gelora.pipeline import repo_root
+from gelora.train import write_predictions
+
+N = 400  # test examples
+
+
+def write_run(folder, method, seed, correct, params=73_728, lr=2e-3, rank=8, evals=(0.6, 0.7, 0.74, 0.75)):
+    """A record and its prediction file: `correct` is the per-example 1/0 vector."""
+    folder.mkdir(parents=True, exist_ok=True)
+    run_id = f"task__m__{method}__seed{seed}__r{rank}"
+    labels = np.zeros(N, dtype=np.int64)
+    predictions = np.where(correct == 1, 0, 1)
+    entry = write_predictions(folder / f"{run_id}.predictions.npz", np.arange(N), predictions, labels,
+                              correct.astype(np.float32))
+    accuracy = float(correct.mean())
+    record = {"run_id": run_id, "method": method, "seed": seed, "dataset": "task", "model": "m", "metric": "accuracy",
+              "test": {"accuracy": accuracy}, "final": {"accuracy": evals[-1]}, "best": {"accuracy": max(evals)},
+              "evals": [{"step": 25 * (i + 1), "accuracy": v} for i, v in enumerate(evals)],
+              "adapter_params": params, "effective_adapter_params": params, "head_params": 770,
+              "trainable_params": params + 770, "total_params": 22_000_000, "train_time_s": 1.0, "wall_time_s": 2.0,
+              "init_time_s": 0.0, "peak_memory_mb": 80.0, "lr": lr, "steps": 100, "device": "cpu",
+              "train_examples": 1600, "predictions": entry, "config": {"rank": rank}}
+    (folder / f"{run_id}.json").write_text(json.dumps(record))
+
+
+@pytest.fixture
+def fake_study(tmp_path):
+    rng = np.random.default_rng(0)
+    task = tmp_path / "study" / "task"
+    half = (np.arange(N) % 2).astype(float)
+    for seed in range(3):
+        write_run(task / "results", "lora", seed, half)  # 0.5 accuracy
+        write_run(task / "results", "gelora", seed, np.ones(N))  # always right: +0.5, resolved
+        write_run(task / "results", "lora_sb", seed, half.copy(), params=73_008, lr=5e-3)  # identical to LoRA: 0
+        write_run(task / "results", "lora_xs", seed, (rng.random(N) < 0.5).astype(float), params=73_008, lr=5e-3)
+        write_run(task / "efficiency" / "results", "lora_sb", seed, half.copy(), params=768, lr=5e-3, rank=8)
+    return tmp_path / "study"
+
+
+def test_claims_and_summaries_from_known_scores(fake_study):
+    claims = study.claims(fake_study, n_resamples=2000).set_index("claim")
+    gelora = claims.loc["GeLoRA vs uniform LoRA, equal budget"]
+    assert gelora["difference"] == pytest.approx(0.5) and gelora["verdict"] == "better"
+    assert gelora["low"] == pytest.approx(0.5, abs=0.06) and gelora["seeds"] == "0,1,2"
+    same = claims.loc["LoRA-SB vs LoRA, equal budget"]
+    assert same["difference"] == 0 and same["verdict"] == "not resolved" and same["resolution"] == 0
+    assert "GeLoRA vs AdaLoRA, equal budget" not in claims.index  # AdaLoRA was not run: no row, no guess
+    summary = study.summaries(fake_study).set_index("method")
+    assert summary.loc["gelora", "test_mean"] == 1.0 and summary.loc["lora_sb", "lr"] == 5e-3
+    assert summary.loc["lora", "n_seeds"] == 3
+
+
+def test_plateau_by_hand(fake_study):
+    table = study.plateau(study.task_records(fake_study / "task")).set_index("method")
+    assert table.loc["lora", "last_gain"] == pytest.approx(0.01) and table.loc["lora", "reached_99pct_at"] == 100  # 0.74 < 0.99 x 0.75
+
+
+def test_efficiency_pairs_each_point_with_the_reference(fake_study):
+    table = study.efficiency(fake_study / "task", n_resamples=2000).set_index("point")
+    point = table.loc["lora_sb@8"]
+    assert point["fewer_than_reference"] == pytest.approx(96) and point["difference"] == 0
+    assert point["verdict"] == "matches"  # the same scores as LoRA r = 8: inside +- 0.01
+    assert table.loc["gelora", "verdict"] == "better"
+
+
+def test_readme_section_is_written_between_the_markers(fake_study, tmp_path):
+    section = study.readme_section(fake_study, n_resamples=500)
+    assert "| GeLoRA vs uniform LoRA, equal budget | **better** +0.500" in section
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{study.README_START}\nold\n{study.README_END}\nrest\n")
+    assert study.update_readme(section, readme) and study.readme_block(readme) == section
+    assert not study.update_readme(section, readme)
+    assert readme.read_text().endswith(f"{study.README_END}\nrest\n")
+    with pytest.raises(FileNotFoundError, match="no study results"):
+        study.task_folders(tmp_path / "nothing")
+
+
+def test_the_readme_states_what_the_committed_study_says():
+    assert study.readme_block(repo_root() / "README.md") == study.readme_section()
+    claims = pd.read_csv(repo_root() / "figures" / "study_claims.csv")
+    assert set(claims["task"]) == set(study.task_folders())
