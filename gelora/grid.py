@@ -195,7 +195,6 @@ def main(argv=None) -> int:
             from .pipeline import resolve
 
             configs = sorted(configs, key=lambda c: c.seed)
-
             failed = run_jobs(configs, args.jobs, resolve(params["run_dir"]) / "logs")
             return 1 if failed else 0
         for config in configs:

@@ -4,7 +4,8 @@ Each method of a grid is trained at its registry default times each factor (for 
 and 3), on the comparison's own settings with one seed, and scored on the validation split; the
 rate with the best validation metric is chosen (ties: the one closest to the default). The test
 split is never looked at. The sweep may use a smaller training set than the comparison (`n_train`)
-when repeating the comparison's training per rate costs too much. Sweep records go to their own folder, apart from the comparison's.
+when repeating the comparison's training per rate costs too much. Sweep records go to their own
+folder, apart from the comparison's.
 """
 from __future__ import annotations
 
