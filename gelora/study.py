@@ -72,9 +72,10 @@ def summaries(study_dir: str | Path = STUDY_DIR) -> pd.DataFrame:
 
 
 def plateau(records: list[dict]) -> pd.DataFrame:
-    """Does validation level off? Per method: the validation metric (mean over seeds) at each
-    evaluation, the gain over the last stretch of training (last evaluation minus the one
-    before) and the step where it reached 99 % of its final value."""
+    """Does validation level off? Per method: the validation metric (mean over seeds) at the
+    first and last evaluation, the gain over the last quarter of training (last evaluation minus
+    the last one at or before 3/4 of the steps) and the step where it reached 99 % of its final
+    value."""
     rows = []
     for method in registry.order({r["method"] for r in records}):
         runs = [r for r in records if r["method"] == method]
@@ -82,8 +83,9 @@ def plateau(records: list[dict]) -> pd.DataFrame:
         steps = sorted({e["step"] for r in runs for e in r["evals"]})
         curve = [np.mean([e[metric] for r in runs for e in r["evals"] if e["step"] == s]) for s in steps]
         reached = next(s for s, v in zip(steps, curve) if v >= 0.99 * curve[-1])
+        earlier = [v for s, v in zip(steps, curve) if s <= 0.75 * steps[-1]]
         rows.append({"method": method, "steps": steps[-1], "first": curve[0], "final": curve[-1],
-                     "last_gain": curve[-1] - curve[-2] if len(curve) > 1 else np.nan, "reached_99pct_at": reached,
+                     "gain_last_quarter": curve[-1] - earlier[-1] if earlier else np.nan, "reached_99pct_at": reached,
                      "evaluations": len(steps)})
     return pd.DataFrame(rows)
 
@@ -182,7 +184,7 @@ def readme_section(study_dir: str | Path = STUDY_DIR, n_resamples: int = 10_000)
         for r in group.itertuples():
             params = f"{r.adapter_params:,}" if r.adapter_params == r.effective_adapter_params else \
                 f"{r.adapter_params:,} ({r.effective_adapter_params:,} after pruning)"
-            out.append(f"| {registry.label(r.method)} | {params} | {r.n_seeds} | {r.lr:.0e} | {r.test_mean:.4f} ± {r.test_std:.4f} |")
+            out.append(f"| {registry.label(r.method)} | {params} | {r.n_seeds} | {r.lr:.3g} | {r.test_mean:.4f} ± {r.test_std:.4f} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
