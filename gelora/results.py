@@ -13,13 +13,21 @@ from . import methods
 from .targets import block_index
 
 
-def load_records(results_dir: str | os.PathLike) -> list[dict]:
-    """Every run record under a folder (temporary files of interrupted writes are ignored)."""
+def load_records(results_dir: str | os.PathLike, run_ids=None) -> list[dict]:
+    """Every run record under a folder (temporary files of interrupted writes are ignored), or
+    only those of `run_ids` (the runs of one grid: older records of other settings stay out)."""
     folder = Path(results_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"no results folder {folder}")
+    paths = sorted(folder.glob("*.json"))
+    if run_ids is not None:
+        missing = sorted(set(run_ids) - {p.stem for p in paths})
+        if missing:
+            raise FileNotFoundError(f"{folder} lacks the record(s) {missing[:4]}{' ...' if len(missing) > 4 else ''}: "
+                                    "rerun notebook 04")
+        paths = [p for p in paths if p.stem in set(run_ids)]
     records = []
-    for path in sorted(folder.glob("*.json")):
+    for path in paths:
         try:
             record = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -90,3 +90,14 @@ def test_the_readme_states_what_the_committed_study_says():
     assert study.readme_block(repo_root() / "README.md") == study.readme_section()
     claims = pd.read_csv(repo_root() / "figures" / "study_claims.csv")
     assert set(claims["task"]) == set(study.task_folders())
+
+
+def test_records_of_one_grid_only(fake_study):
+    from gelora.results import load_records
+
+    folder = fake_study / "task" / "results"
+    assert len(load_records(folder)) == 12
+    chosen = load_records(folder, run_ids=["task__m__lora__seed0__r8", "task__m__gelora__seed1__r8"])
+    assert sorted(r["method"] for r in chosen) == ["gelora", "lora"]
+    with pytest.raises(FileNotFoundError, match="lacks the record"):
+        load_records(folder, run_ids=["task__m__lora__seed9__r8"])
