@@ -22,7 +22,9 @@ from .plan import world_size
 
 GROUPS = ("data", "model", "method", "optimisation", "output")
 # Settings that do not change the numbers, left out of the run's identity.
-NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir", "processes")  # processes: in the identity's world_size
+# processes: in the identity's world_size; profile: by its content (identity's content.profile), not
+# by where the file lies, so a committed record is reused in a checkout at another path
+NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir", "processes", "profile")
 
 
 def setting(default, group: str, help: str):

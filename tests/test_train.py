@@ -172,6 +172,22 @@ def test_the_same_settings_have_one_identity_whatever_their_source():
     assert train.FinetuneConfig("lora", seed=1).run_id != from_cli.run_id
 
 
+def test_the_profile_counts_by_content_not_by_where_it_lies(tmp_path):
+    """A committed record is reused in a checkout at another path; a changed profile is a new run."""
+    first, second = tmp_path / "a" / "id_profile.csv", tmp_path / "b" / "id_profile.csv"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_text("layer,dimension\n0,3.0\n1,4.0\n2,5.0\n")
+    here = train.FinetuneConfig("gelora", model="tiny-bert", profile=str(first))
+    there = train.FinetuneConfig("gelora", model="tiny-bert", profile=str(second))
+    assert here.run_id == there.run_id and "profile" not in here.identity()["settings"]
+    second.write_text("layer,dimension\n0,3.0\n1,6.25\n2,5.0\n")  # another size: no stale hash
+    changed = train.FinetuneConfig("gelora", model="tiny-bert", profile=str(second))
+    assert changed.run_id != here.run_id
+    lora = [train.FinetuneConfig("lora", model="tiny-bert", profile=str(p)).run_id for p in (first, second)]
+    assert lora[0] == lora[1] == train.FinetuneConfig("lora", model="tiny-bert").run_id  # LoRA reads no profile
+
+
 def test_help_documents_every_flag_in_its_group():
     import dataclasses
 
