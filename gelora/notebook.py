@@ -30,6 +30,7 @@ def setup(run_dir: str, figures_dir: str) -> tuple[Path, Path]:
     warnings.filterwarnings("ignore", message=r"layer \d+: no intrinsic dimension")
     run, figs = resolve(run_dir), resolve(figures_dir)
     run.mkdir(parents=True, exist_ok=True)
+    figs.mkdir(parents=True, exist_ok=True)  # tables are written beside the figures before any figure
     return run, figs
 
 
