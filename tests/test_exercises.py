@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from gelora import exercises
-from gelora.pipeline import repo_root
+from gelora.pipeline import load_profile, repo_root, resolve
 
 EXERCISES = [(stem, item) for stem, items in exercises.load().items() for item in items]
 
@@ -29,7 +29,8 @@ def test_exercise_command_runs(stem, exercise, smoke_run, tmp_path):
     result = subprocess.run([sys.executable, *args[1:], "--no-progress"], capture_output=True, text=True,
                             cwd=repo_root(), env=dict(os.environ))
     assert result.returncode == 0, result.stderr[-2000:]
-    executed = (run if stem[:2] in ("05", "06") else tmp_path) / "executed" / f"{stem}.ipynb"
+    folder = {"05": run, "06": resolve(load_profile("smoke")["common"]["run_dir"])}.get(stem[:2], tmp_path)
+    executed = folder / "executed" / f"{stem}.ipynb"  # 06 declares no run_dir: the profile's folder
     book = json.loads(executed.read_text())
     assert book["metadata"]["gelora"]["status"] == "completed"
     parameters = book["metadata"]["papermill"]["parameters"]
