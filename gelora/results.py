@@ -21,11 +21,12 @@ def load_records(results_dir: str | os.PathLike, run_ids=None) -> list[dict]:
         raise FileNotFoundError(f"no results folder {folder}")
     paths = sorted(folder.glob("*.json"))
     if run_ids is not None:
-        missing = sorted(set(run_ids) - {p.stem for p in paths})
+        wanted = set(run_ids)
+        missing = sorted(wanted - {p.stem for p in paths})
         if missing:
             raise FileNotFoundError(f"{folder} lacks the record(s) {missing[:4]}{' ...' if len(missing) > 4 else ''}: "
                                     "rerun notebook 04")
-        paths = [p for p in paths if p.stem in set(run_ids)]
+        paths = [p for p in paths if p.stem in wanted]
     records = []
     for path in paths:
         try:
@@ -169,6 +170,18 @@ def paired_scores(records: list[dict], results_dir: str | os.PathLike) -> dict[s
     return out
 
 
+def paired_arrays(first: dict[int, pd.Series], second: dict[int, pd.Series]):
+    """Two methods' per-example scores (seed -> Series by example) on the seeds both have and the
+    test examples every one of those runs scored: (a, b as seeds x examples, seeds, examples)."""
+    seeds = sorted(set(first) & set(second))
+    if not seeds:
+        return None, None, [], []
+    common = sorted(set.intersection(*[set(runs[s].index) for runs in (first, second) for s in seeds]))
+    a = np.stack([first[s].loc[common].to_numpy() for s in seeds])
+    b = np.stack([second[s].loc[common].to_numpy() for s in seeds])
+    return a, b, seeds, common
+
+
 def claims_table(records: list[dict], results_dir: str | os.PathLike, n_resamples: int = 10_000) -> pd.DataFrame:
     """Each claim of CLAIMS whose two methods were run: the paired difference on the seeds both
     have and the test examples both scored, its 95 % interval, resolution and verdict."""
@@ -179,12 +192,9 @@ def claims_table(records: list[dict], results_dir: str | os.PathLike, n_resample
     for claim, method, reference, paper in CLAIMS:
         if method not in scores or reference not in scores:
             continue
-        seeds = sorted(set(scores[method]) & set(scores[reference]))
+        a, b, seeds, common = paired_arrays(scores[method], scores[reference])
         if not seeds:
             continue
-        common = sorted(set.intersection(*[set(scores[m][s].index) for m in (method, reference) for s in seeds]))
-        a = np.stack([scores[method][s].loc[common].to_numpy() for s in seeds])
-        b = np.stack([scores[reference][s].loc[common].to_numpy() for s in seeds])
         result = paired_bootstrap(a, b, n_resamples)
         rows.append({"claim": claim, "method": method, "reference": reference, "difference": result.difference,
                      "low": result.low, "high": result.high, "resolution": result.resolution,

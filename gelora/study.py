@@ -128,22 +128,27 @@ def efficiency(folder: Path, reference: str = "lora", tolerance: float = 0.01, n
     many times fewer than the reference, the test metric, the difference with its 95 % interval,
     and whether the point is within `tolerance` of the reference (the interval inside +- tolerance:
     'matches'), better, worse, or not resolved."""
-    from .results import paired_scores
+    from .checks import check_real
+    from .results import paired_arrays, paired_scores
     from .stats import paired_bootstrap
 
+    check_real("tolerance", tolerance, 0, open_low=True)
     main, extra = task_records(folder), load_records(folder / EFFICIENCY_DIR / "results")
+    by_rank = [dict(r, method=f"{r['method']}@{r['config']['rank']}") for r in extra]  # one point per rank
     scores = {("study", m): s for m, s in paired_scores(main, folder / "results").items()}
-    scores.update({("efficiency", m): s for m, s in _by_rank(extra, folder / EFFICIENCY_DIR / "results").items()})
+    scores.update({("efficiency", m): s for m, s in paired_scores(by_rank, folder / EFFICIENCY_DIR / "results").items()})
     params = {("study", r["method"]): r["adapter_params"] for r in main}
-    params.update({("efficiency", f"{r['method']}@{r['config']['rank']}"): r["adapter_params"] for r in extra})
+    params.update({("efficiency", r["method"]): r["adapter_params"] for r in by_rank})
+    if ("study", reference) not in scores:
+        raise ValueError(f"the study of {folder.name} has no {reference!r} runs to compare the curve with")
     ref_scores, ref_params = scores[("study", reference)], params[("study", reference)]
     rows = []
     for key, per_seed in scores.items():
         if key == ("study", reference) or key[1] == "full":
             continue
-        seeds = sorted(set(per_seed) & set(ref_scores))
-        a = np.stack([per_seed[s].sort_index().to_numpy() for s in seeds])
-        b = np.stack([ref_scores[s].sort_index().to_numpy() for s in seeds])
+        a, b, seeds, _ = paired_arrays(per_seed, ref_scores)
+        if not seeds:
+            continue
         result = paired_bootstrap(a, b, n_resamples)
         verdict = ("matches" if -tolerance < result.low and result.high < tolerance else result.verdict)
         rows.append({"point": key[1], "source": key[0], "adapter_params": params[key],
@@ -151,13 +156,6 @@ def efficiency(folder: Path, reference: str = "lora", tolerance: float = 0.01, n
                      "difference": result.difference, "low": result.low, "high": result.high, "verdict": verdict,
                      "seeds": ",".join(map(str, seeds))})
     return pd.DataFrame(rows).sort_values("adapter_params").reset_index(drop=True)
-
-
-def _by_rank(records: list[dict], folder: Path) -> dict:
-    from .results import paired_scores
-
-    renamed = [dict(r, method=f"{r['method']}@{r['config']['rank']}") for r in records]
-    return paired_scores(renamed, folder)
 
 
 def _interval(row) -> str:
