@@ -52,6 +52,8 @@ class FinetuneConfig:
     target_modules: list[str] | None = setting(None, "method", "adapted matrices by name (None: PEFT's default for the architecture)")
     rank: int = setting(8, "method", "rank of the uniform methods (AdaLoRA: target_r) when no budget is given")
     budget: int | None = setting(None, "method", "trainable adapter parameters to match, head excluded (overrides rank)")
+    block_ranks: list[int] | None = setting(None, "method", "lora only: the rank of every block, block 0 first (0: not adapted; "
+                                            "None: rank everywhere); the per-block rank sweep")
     profile: str | None = setting(None, "method", "ID profile CSV for gelora / gelora_sb (None: probe the training texts now)")
     probe_examples: int = setting(1000, "method", "texts probed when the ID profile is computed here")
     probe_pooling: str = setting("mean", "method", "pooling of that probe: cls | mean | last | tokens")
@@ -201,6 +203,7 @@ def validate(config: FinetuneConfig) -> None:
     _check_real(config, "adalora_orth_reg", 0)
     _check_real(config, "dropout", 0, 1)
     _check_real(config, "warmup_ratio", 0, 1)
+    _check_block_ranks(config)
     tm = config.target_modules
     if tm is not None and (isinstance(tm, str) or not isinstance(tm, list) or not tm
                            or not all(isinstance(t, str) and t for t in tm)):
@@ -225,6 +228,19 @@ def validate(config: FinetuneConfig) -> None:
                          f"process(es) x gradient_accumulation={config.gradient_accumulation}: use a multiple of {split}")
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but no CUDA device is available")
+
+
+def _check_block_ranks(config: FinetuneConfig) -> None:
+    ranks = config.block_ranks
+    if ranks is None:
+        return
+    if (not isinstance(ranks, list) or not ranks or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0
+                                                             for r in ranks) or not any(ranks)):
+        raise ValueError(f"block_ranks must be a list of whole numbers >= 0, one per block, at least one above 0, got {ranks!r}")
+    if config.method != "lora":
+        raise ValueError(f"block_ranks applies to method 'lora' only, got method={config.method!r}")
+    if config.budget is not None:
+        raise ValueError(f"block_ranks and budget={config.budget} both set the ranks: give one")
 
 
 def resolve_device(device: str, precision: str) -> tuple[str, str]:

@@ -235,7 +235,12 @@ def _lora_at(ctx, block_ranks, info=None, **lora_kwargs):
 
 
 def _lora(ctx):
-    return _lora_at(ctx, {k: ctx.rank() for k in ctx.shapes})
+    given = ctx.config.block_ranks
+    if given is None:
+        return _lora_at(ctx, {k: ctx.rank() for k in ctx.shapes})
+    if len(given) != len(ctx.shapes):
+        raise ValueError(f"block_ranks has {len(given)} entries but the model has {len(ctx.shapes)} blocks")
+    return _lora_at(ctx, dict(zip(ctx.shapes, given)))
 
 
 def _gelora(ctx):

@@ -5,6 +5,10 @@ Full fine-tuning records the singular values of every target matrix's update W_f
 squared norm) and stable rank measure the rank the task used, per block. GeLoRA claims that the
 ID increment max(d_{k+1} - d_k, 0) is a lower bound on that need: the bound must not exceed the
 need, and, to be useful, blocks with larger bounds should need more.
+
+The need is also measured from training (`trained_needs`): LoRA on one block only, at a few ranks,
+the other blocks unadapted; the need is the smallest rank that is not resolved worse on test than
+the rank with the best validation metric (the choice on validation, the judgement on test).
 """
 from __future__ import annotations
 
@@ -38,21 +42,88 @@ def update_needs(records: list[dict]) -> pd.DataFrame:
     return out.reset_index()
 
 
-def bound_vs_need(intervals: pd.DataFrame, needs: pd.DataFrame, need: str = "energy_rank_90") -> tuple[pd.DataFrame, dict]:
+def bound_vs_need(intervals: pd.DataFrame, needs: pd.DataFrame, need: str = "energy_rank_90",
+                  trained: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
     """Join the bound (with its interval, from `rank_uncertainty.allocation_intervals`) and the
     measured need per block. Returns (table, verdict): whether the bound stays below the need in
     every block (a lower bound), how far below (the largest bound / need), and the Spearman rank
-    correlation of bound and need across blocks (does a larger bound mean a larger need?)."""
+    correlation of bound and need across blocks (does a larger bound mean a larger need?). With
+    `trained` (from `trained_needs`) the table gains `trained_need` and the verdict the same three
+    answers for it (`trained_*`)."""
     if need not in NEEDS:
         raise ValueError(f"need must be one of {NEEDS}, got {need!r}")
     table = intervals.merge(needs, on="block", how="inner")
+    if trained is not None:
+        per_block = trained.groupby("block")[["need", "need_at_top"]].first().rename(
+            columns={"need": "trained_need", "need_at_top": "trained_need_at_top"}).reset_index()
+        table = table.merge(per_block, on="block", how="left")
     if table.empty:
         raise ValueError("the intervals and the needs share no block")
     below = bool((table["bound_high"] <= table[need]).all())
     correlation = stats.spearmanr(table["bound"], table[need]).statistic if table["bound"].nunique() > 1 else np.nan
     verdict = {"lower_bound_holds": below, "largest_bound_over_need": float((table["bound_high"] / table[need]).max()),
                "spearman": float(correlation), "need": need, "blocks": int(len(table))}
+    if trained is not None:
+        known = table.dropna(subset=["trained_need"])
+        verdict["trained_lower_bound_holds"] = bool((known["bound_high"] <= known["trained_need"]).all())
+        verdict["trained_largest_bound_over_need"] = float((known["bound_high"] / known["trained_need"]).max())
+        verdict["trained_spearman"] = (float(stats.spearmanr(known["bound"], known["trained_need"]).statistic)
+                                       if known["bound"].nunique() > 1 and known["trained_need"].nunique() > 1 else np.nan)
+        verdict["trained_blocks"] = int(len(known))
     return table, verdict
+
+
+def trained_needs(records: list[dict], scores: dict[str, dict[int, pd.Series]], n_resamples: int = 10_000) -> pd.DataFrame:
+    """Per block and rank of the per-block sweep (records of method 'lora' with `block_ranks`, one
+    block above 0; `scores`: run label 'b<block>@<rank>' -> seed -> per-example test scores, as
+    `sweep_labels` names them): mean validation and test metric over seeds, the paired test
+    difference to the block's best-on-validation rank with its 95 % interval, and the block's
+    `need` (smallest rank not resolved worse than that best; `need_at_top`: the need is the largest
+    rank tried, so the true need may be larger)."""
+    from .results import paired_arrays
+    from .stats import paired_bootstrap
+
+    rows = []
+    for r in records:
+        block, rank = _one_block(r)
+        rows.append({"block": block, "rank": rank, "seed": r["seed"], "validation": r["final"][r["metric"]],
+                     "test": r["test"][r["metric"]], "label": f"b{block}@{rank}"})
+    if not rows:
+        raise ValueError("no per-block sweep records")
+    runs = pd.DataFrame(rows)
+    out = []
+    for block, group in runs.groupby("block"):
+        means = group.groupby("rank")[["validation", "test"]].mean()
+        seeds = group.groupby("rank")["seed"].apply(lambda s: ",".join(map(str, sorted(s))))
+        best = int(means["validation"].idxmax())  # the smallest rank among equals: idxmax takes the first
+        need = None
+        for rank in sorted(means.index):
+            a, b, _, _ = paired_arrays(scores[f"b{block}@{rank}"], scores[f"b{block}@{best}"])
+            result = paired_bootstrap(a, b, n_resamples) if rank != best else None
+            verdict = "best" if result is None else result.verdict
+            if need is None and verdict != "worse":
+                need = rank
+            out.append({"block": block, "rank": rank, "validation": means.loc[rank, "validation"],
+                        "test": means.loc[rank, "test"], "seeds": seeds[rank], "best_rank": best,
+                        "difference": 0.0 if result is None else result.difference,
+                        "low": 0.0 if result is None else result.low, "high": 0.0 if result is None else result.high,
+                        "verdict": verdict})
+        for row in out[-len(means):]:
+            row["need"], row["need_at_top"] = need, need == max(means.index)
+    return pd.DataFrame(out)
+
+
+def sweep_labels(records: list[dict]) -> list[dict]:
+    """The per-block sweep's records relabelled 'b<block>@<rank>', for `results.paired_scores`."""
+    return [dict(r, method="b{}@{}".format(*_one_block(r))) for r in records]
+
+
+def _one_block(record: dict) -> tuple[int, int]:
+    ranks = record["config"].get("block_ranks")
+    adapted = [(b, r) for b, r in enumerate(ranks or []) if r > 0]
+    if len(adapted) != 1:  # block_ranks is accepted for method 'lora' only (config.validate)
+        raise ValueError(f"record {record.get('run_id')} is not a per-block sweep run (lora with one block adapted)")
+    return adapted[0]
 
 
 def lr_sensitivity(sweep: pd.DataFrame, factors=(0.2, 1.0, 5.0)) -> pd.DataFrame:

@@ -94,35 +94,98 @@ def plateau(records: list[dict]) -> pd.DataFrame:
 # LoRA-SB's headline claim: it matches LoRA with 27-90x fewer trainable parameters. The points
 # of the parameter-efficiency curve, each (method, rank) trained without a budget at the study's
 # settings and chosen learning rate; LoRA r = 8 (the study's budget) is the reference.
-EFFICIENCY_POINTS = (("lora_sb", 8), ("lora_sb", 16), ("lora_xs", 8), ("lora", 1), ("lora", 2))
+# The curve's points beside the study's budget-matched runs: LoRA at r = 1-16, LoRA-SB from r = 8
+# (96x fewer parameters than LoRA r = 8, on MiniLM's query/value) to 32 (6x), LoRA-XS at LoRA-SB's
+# smallest size, and the two other initialisations at LoRA's reference rank.
+EFFICIENCY_POINTS = (("lora", 1), ("lora", 2), ("lora", 4), ("lora", 16), ("lora_xs", 8), ("lora_sb", 8),
+                     ("lora_sb", 16), ("lora_sb", 32), ("lora_ga", 8), ("pissa", 8))
 EFFICIENCY_SEEDS = (0, 1, 2)
+EFFICIENCY_FACTORS = (0.2, 1.0, 5.0)  # each point's sweep, around the study's rate for its method
 EFFICIENCY_DIR = "efficiency"
+BLOCK_RANKS = (2, 8, 32)  # the per-block sweep: one block adapted at each rank, the others not at all
+BLOCK_SEEDS = (0, 1)
+BLOCK_DIR = "block_sweep"
 UNSTABLE_STD = 0.05  # seed-to-seed standard deviation of the test metric that the README flags
 
 
-def efficiency_configs(folder: Path, points=EFFICIENCY_POINTS, seeds=EFFICIENCY_SEEDS) -> list:
-    """The curve's runs for one task: the study's own settings (read from its LoRA record) with
-    each method at a fixed rank and no budget, at the learning rate the study chose for it."""
-    import dataclasses
-
-    from .config import FinetuneConfig, validate
+def _study_settings(folder: Path):
+    """The study's own settings (its LoRA record), every method's chosen rate, and the sweep's
+    training-set size: what the extra runs of a task start from."""
+    from .config import FinetuneConfig
 
     records = task_records(folder)
     base = FinetuneConfig(**next(r for r in records if r["method"] == "lora")["config"])
-    chosen = {r["method"]: r["lr"] for r in records}
-    configs = []
-    for method, rank in points:
-        if method not in chosen:
-            raise ValueError(f"the study of {folder.name} has no {method} run to take its learning rate from")
-        for seed in seeds:
-            config = dataclasses.replace(base, method=method, rank=rank, budget=None, seed=seed, lr=chosen[method],
-                                         profile=None, output_dir=str(folder / EFFICIENCY_DIR / "results"))
-            validate(config)
-            configs.append(config)
-    return configs
+    sweep = load_records(folder / "lr_sweep")
+    if not sweep:
+        raise FileNotFoundError(f"{folder / 'lr_sweep'} holds no sweep records: run the study's sweep first")
+    return base, {r["method"]: r["lr"] for r in records}, sweep[0]["config"]["n_train"]
 
 
-def efficiency(folder: Path, reference: str = "lora", tolerance: float = 0.01, n_resamples: int = 10_000) -> pd.DataFrame:
+def _run(base, folder: Path, sub: str, **changes):
+    import dataclasses
+
+    from .config import validate
+
+    config = dataclasses.replace(base, budget=None, profile=None, output_dir=str(folder / sub), **changes)
+    validate(config)
+    return config
+
+
+def efficiency_sweep_configs(folder: Path, points=EFFICIENCY_POINTS, factors=EFFICIENCY_FACTORS) -> list:
+    """Each point's learning-rate sweep: its method's study rate (the registry's for a method the
+    study did not run) x each factor, seed 0, on the sweep's training-set size, scored on
+    validation once at the end."""
+    base, chosen, n_train = _study_settings(folder)
+    return [_run(base, folder, f"{EFFICIENCY_DIR}/lr_sweep", method=method, rank=rank, seed=0, n_train=n_train, evals=1,
+                 lr=float(chosen.get(method, registry.get_method(method).lr) * factor))
+            for method, rank in points for factor in factors]
+
+
+def efficiency_rates(folder: Path, points=EFFICIENCY_POINTS, factors=EFFICIENCY_FACTORS) -> dict:
+    """(method, rank) -> the rate of its sweep with the best final validation metric (a run whose
+    loss rose is not chosen; ties go to the factor closest to 1), for every point whose sweep is
+    complete (a point with a missing sweep run has no rate yet)."""
+    import math
+
+    configs = efficiency_sweep_configs(folder, points, factors)
+    folder_of = Path(configs[0].output_dir)
+    done = {c.run_id for c in configs if (folder_of / f"{c.run_id}.json").is_file()}
+    records = {r["run_id"]: r for r in load_records(folder_of, run_ids=sorted(done))} if done else {}
+    rates, per_point = {}, len(factors)
+    for i, (method, rank) in enumerate(points):
+        point = configs[i * per_point:(i + 1) * per_point]
+        if not all(c.run_id in records for c in point):
+            continue
+        runs = [(factor, c, records[c.run_id]) for factor, c in zip(factors, point)]
+        usable = [run for run in runs if not run[2].get("loss_rose")] or runs
+        best = min(usable, key=lambda run: (-run[2]["final"][run[2]["metric"]], abs(math.log(run[0]))))
+        rates[(method, rank)] = best[1].lr
+    return rates
+
+
+def efficiency_configs(folder: Path, points=EFFICIENCY_POINTS, seeds=EFFICIENCY_SEEDS) -> list:
+    """The curve's runs for one task: the study's own settings with each method at a fixed rank
+    and no budget, at the rate its own sweep chose (`efficiency_rates`; points whose sweep is not
+    complete are left out)."""
+    base, _, _ = _study_settings(folder)
+    rates = efficiency_rates(folder, points)
+    return [_run(base, folder, f"{EFFICIENCY_DIR}/results", method=method, rank=rank, seed=seed, lr=rates[(method, rank)])
+            for method, rank in points if (method, rank) in rates for seed in seeds]
+
+
+def block_sweep_configs(folder: Path, ranks=BLOCK_RANKS, seeds=BLOCK_SEEDS) -> list:
+    """The per-block rank sweep: LoRA on one block only, at each rank, every other block left
+    unadapted (so the block alone carries the adaptation), at the study's LoRA rate, on the
+    sweep's training-set size, scored on validation at the end and on test."""
+    base, chosen, n_train = _study_settings(folder)
+    blocks = len(next(r for r in task_records(folder) if r["method"] == "lora")["ranks"])
+    return [_run(base, folder, f"{BLOCK_DIR}/results", method="lora", seed=seed, n_train=n_train, evals=1, lr=chosen["lora"],
+                 block_ranks=[rank if b == block else 0 for b in range(blocks)])
+            for seed in seeds for block in range(blocks) for rank in ranks]
+
+
+def efficiency(folder: Path, reference: str = "lora", tolerance: float = 0.01, n_resamples: int = 10_000,
+               points=EFFICIENCY_POINTS) -> pd.DataFrame:
     """Every point of the curve (the efficiency runs and the study's budget-matched runs) against
     `reference` at the study's budget, paired on the seeds both have: trainable parameters, how
     many times fewer than the reference, the test metric, the difference with its 95 % interval,
@@ -133,12 +196,18 @@ def efficiency(folder: Path, reference: str = "lora", tolerance: float = 0.01, n
     from .stats import paired_bootstrap
 
     check_real("tolerance", tolerance, 0, open_low=True)
-    main, extra = task_records(folder), load_records(folder / EFFICIENCY_DIR / "results")
+    main = task_records(folder)
+    wanted = {c.run_id for c in efficiency_configs(folder, points)}  # the runs at each point's swept rate, no older ones
+    present = [p.stem for p in (folder / EFFICIENCY_DIR / "results").glob("*.json") if p.stem in wanted]
+    if not present:
+        raise FileNotFoundError(f"no efficiency runs of {folder.name}: python -m gelora.study --efficiency {folder.name}")
+    extra = load_records(folder / EFFICIENCY_DIR / "results", run_ids=present)
     by_rank = [dict(r, method=f"{r['method']}@{r['config']['rank']}") for r in extra]  # one point per rank
     scores = {("study", m): s for m, s in paired_scores(main, folder / "results").items()}
     scores.update({("efficiency", m): s for m, s in paired_scores(by_rank, folder / EFFICIENCY_DIR / "results").items()})
     params = {("study", r["method"]): r["adapter_params"] for r in main}
     params.update({("efficiency", r["method"]): r["adapter_params"] for r in by_rank})
+    lrs = {("study", r["method"]): r["lr"] for r in main} | {("efficiency", r["method"]): r["lr"] for r in by_rank}
     if ("study", reference) not in scores:
         raise ValueError(f"the study of {folder.name} has no {reference!r} runs to compare the curve with")
     ref_scores, ref_params = scores[("study", reference)], params[("study", reference)]
@@ -152,10 +221,26 @@ def efficiency(folder: Path, reference: str = "lora", tolerance: float = 0.01, n
         result = paired_bootstrap(a, b, n_resamples)
         verdict = ("matches" if -tolerance < result.low and result.high < tolerance else result.verdict)
         rows.append({"point": key[1], "source": key[0], "adapter_params": params[key],
-                     "fewer_than_reference": ref_params / params[key], "test": float(a.mean()),
+                     "fewer_than_reference": ref_params / params[key], "lr": lrs[key], "test": float(a.mean()),
                      "difference": result.difference, "low": result.low, "high": result.high, "verdict": verdict,
                      "seeds": ",".join(map(str, seeds))})
     return pd.DataFrame(rows).sort_values("adapter_params").reset_index(drop=True)
+
+
+def block_needs(folder: Path, n_resamples: int = 10_000) -> pd.DataFrame:
+    """The per-block rank sweep's table (`rank_need.trained_needs`) from its runs of this study
+    (records of other settings in the folder are left out); a missing run is an error."""
+    from .rank_need import sweep_labels, trained_needs
+    from .results import paired_scores
+
+    configs = block_sweep_configs(folder)
+    results = folder / BLOCK_DIR / "results"
+    missing = [c.run_id for c in configs if not (results / f"{c.run_id}.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} per-block sweep run(s) of {folder.name} are missing: "
+                                f"python -m gelora.study --block-sweep {folder.name}")
+    records = sweep_labels(load_records(results, run_ids=[c.run_id for c in configs]))
+    return trained_needs(records, paired_scores(records, results), n_resamples)
 
 
 def _interval(row) -> str:
@@ -214,6 +299,29 @@ def readme_block(readme: Path) -> str:
     return text.split(README_START, 1)[1].split(README_END, 1)[0].lstrip("\n")
 
 
+def _train_missing(args) -> int:
+    from .grid import run_jobs
+
+    def missing(configs):
+        return [c for c in configs if not (Path(c.output_dir) / f"{c.run_id}.json").exists()]
+
+    failed = 0
+    for task, folder in task_folders(args.study_dir).items():
+        if args.efficiency is not None and (not args.efficiency or task in args.efficiency):
+            sweep = missing(efficiency_sweep_configs(folder))
+            print(f"{task}: {len(sweep)} efficiency sweep run(s) to train", flush=True)
+            failed += run_jobs(sweep, args.jobs, folder / EFFICIENCY_DIR / "logs")
+            if not failed:
+                runs = missing(efficiency_configs(folder))
+                print(f"{task}: {len(runs)} efficiency run(s) to train", flush=True)
+                failed += run_jobs(runs, args.jobs, folder / EFFICIENCY_DIR / "logs")
+        if args.block_sweep is not None and (not args.block_sweep or task in args.block_sweep):
+            runs = missing(block_sweep_configs(folder))
+            print(f"{task}: {len(runs)} per-block sweep run(s) to train", flush=True)
+            failed += run_jobs(runs, args.jobs, folder / BLOCK_DIR / "logs")
+    return 1 if failed else 0
+
+
 def main(argv=None) -> int:
     from .pipeline import repo_root
 
@@ -222,20 +330,14 @@ def main(argv=None) -> int:
     parser.add_argument("--readme", action="store_true", help="rewrite the README's study section")
     parser.add_argument("--check", action="store_true", help="exit 1 when the README's section is out of date")
     parser.add_argument("--efficiency", nargs="*", metavar="TASK", default=None,
-                        help="train the missing parameter-efficiency runs of these tasks (none named: every task)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs side by side for --efficiency")
+                        help="train the missing parameter-efficiency runs of these tasks, each point's learning-rate "
+                             "sweep first (none named: every task)")
+    parser.add_argument("--block-sweep", nargs="*", metavar="TASK", default=None,
+                        help="train the missing runs of the per-block rank sweep of these tasks (none named: every task)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side for --efficiency and --block-sweep")
     args = parser.parse_args(argv)
-    if args.efficiency is not None:
-        from .grid import run_jobs
-
-        failed = 0
-        for task, folder in task_folders(args.study_dir).items():
-            if args.efficiency and task not in args.efficiency:
-                continue
-            configs = [c for c in efficiency_configs(folder) if not (Path(c.output_dir) / f"{c.run_id}.json").exists()]
-            print(f"{task}: {len(configs)} efficiency run(s) to train")
-            failed += run_jobs(configs, args.jobs, folder / EFFICIENCY_DIR / "logs")
-        return 1 if failed else 0
+    if args.efficiency is not None or args.block_sweep is not None:
+        return _train_missing(args)
     try:
         section = readme_section(args.study_dir)
     except (FileNotFoundError, ValueError) as err:

@@ -370,7 +370,7 @@ def _parser() -> argparse.ArgumentParser:
         elif kind.startswith("bool"):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help)
         elif kind.startswith("list"):
-            group.add_argument(flag, nargs="+", default=None, help=help)
+            group.add_argument(flag, nargs="+", type=int if "int" in kind else str, default=None, help=help)
         else:
             caster = int if kind.startswith("int") else float if kind.startswith("float") else str
             group.add_argument(flag, type=caster, default=f.default, help=help)

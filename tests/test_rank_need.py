@@ -74,3 +74,65 @@ def test_lr_sensitivity_by_hand():
     table = lr_sensitivity(sweep).set_index("method")
     assert table.loc["lora", "spread"] == pytest.approx(0.3) and table.loc["lora_sb", "spread"] == pytest.approx(0.05)
     assert table.loc["lora_sb", "factors"] == 3
+
+
+def block_record(block, rank, seed, validation, test, blocks=3):
+    ranks = [0] * blocks
+    ranks[block] = rank
+    return {"run_id": f"b{block}r{rank}s{seed}", "method": "lora", "seed": seed, "metric": "accuracy",
+            "final": {"accuracy": validation}, "test": {"accuracy": test}, "config": {"block_ranks": ranks}}
+
+
+def test_trained_need_is_the_smallest_rank_not_resolved_worse_than_the_best():
+    from gelora.rank_need import sweep_labels, trained_needs
+
+    n, rng = 2000, np.random.default_rng(0)
+    truth = {  # block -> rank -> accuracy of its per-example scores
+        0: {2: 0.60, 8: 0.80, 32: 0.80},  # needs 8: rank 2 is clearly worse, 8 and 32 alike
+        1: {2: 0.79, 8: 0.80, 32: 0.80},  # needs 2: a one-point gap is not resolved here
+        2: {2: 0.50, 8: 0.60, 32: 0.80},  # still rising at the top of the grid
+    }
+    records, scores = [], {}
+    for block, per_rank in truth.items():
+        for rank, accuracy in per_rank.items():
+            for seed in (0, 1):
+                correct = (rng.random(n) < accuracy).astype(float) if accuracy != 0.80 else (np.arange(n) % 5 != 0) * 1.0
+                records.append(block_record(block, rank, seed, validation=accuracy + 0.001 * (rank == 8), test=correct.mean()))
+                scores.setdefault(f"b{block}@{rank}", {})[seed] = pd.Series(correct)
+    table = trained_needs(sweep_labels(records), scores, n_resamples=2000)
+    per_block = table.groupby("block")[["need", "need_at_top", "best_rank"]].first()
+    assert per_block.loc[0, "need"] == 8 and per_block.loc[0, "best_rank"] == 8
+    assert per_block.loc[1, "need"] == 2
+    assert per_block.loc[2, "need"] == 32 and per_block.loc[2, "need_at_top"]
+    row = table.set_index(["block", "rank"]).loc[(0, 2)]
+    assert row["verdict"] == "worse" and row["high"] < 0 and row["difference"] == pytest.approx(-0.2, abs=0.03)
+    intervals = pd.DataFrame({"block": [0, 1, 2], "bound": [1.0, 3.0, 0.0], "bound_high": [2.0, 4.0, 0.5]})
+    needs = pd.DataFrame({"block": [0, 1, 2], "energy_rank_90": [10.0, 20.0, 30.0]})
+    joined, verdict = bound_vs_need(intervals, needs, trained=table)
+    assert list(joined["trained_need"]) == [8, 2, 32]
+    assert not verdict["trained_lower_bound_holds"]  # block 1: bound up to 4 but 2 ranks suffice
+    assert verdict["trained_largest_bound_over_need"] == pytest.approx(2.0)
+
+
+def test_a_record_that_adapts_several_blocks_is_not_a_sweep_run():
+    from gelora.rank_need import sweep_labels
+
+    with pytest.raises(ValueError, match="not a per-block sweep run"):
+        sweep_labels([dict(block_record(0, 2, 0, 0.5, 0.5), config={"block_ranks": [2, 2, 0]})])
+
+
+def test_block_ranks_adapt_exactly_the_named_blocks(tmp_path):
+    from gelora.config import FinetuneConfig, validate
+
+    record = finetune(method="lora", model="tiny-bert", dataset="movie-sentiment", n_train=32, n_eval=16, n_test=16,
+                      block_ranks=[0, 4, 0, 0], evals=1, output_dir=str(tmp_path), progress=False)
+    assert record["ranks"] == {"0": 0, "1": 4, "2": 0, "3": 0} or record["ranks"] == {0: 0, 1: 4, 2: 0, 3: 0}
+    assert record["adapter_params"] == 4 * (64 + 64) * 2  # query and value of block 1, hidden 64
+    for bad, message in (([0, 0], "at least one above 0"), ([1, -1], "whole numbers >= 0"), ([1.5], "whole numbers")):
+        with pytest.raises(ValueError, match=message):
+            validate(FinetuneConfig(method="lora", block_ranks=bad))
+    with pytest.raises(ValueError, match="method 'lora' only"):
+        validate(FinetuneConfig(method="pissa", block_ranks=[1]))
+    with pytest.raises(ValueError, match="has 2 entries but the model has 4 blocks"):
+        finetune(method="lora", model="tiny-bert", dataset="movie-sentiment", n_train=32, n_eval=16, n_test=16,
+                 block_ranks=[0, 4], evals=1, output_dir=str(tmp_path), progress=False)

@@ -14,37 +14,69 @@ from gelora.train import write_predictions
 N = 400  # test examples
 
 
-def write_run(folder, method, seed, correct, params=73_728, lr=2e-3, rank=8, evals=(0.6, 0.7, 0.74, 0.75)):
-    """A record and its prediction file: `correct` is the per-example 1/0 vector."""
+def write_run(folder, method, seed, correct, params=73_728, lr=2e-3, rank=8, evals=(0.6, 0.7, 0.74, 0.75), config=None):
+    """A record and its prediction file: `correct` is the per-example 1/0 vector. With `config`
+    (a FinetuneConfig) the record carries its settings and is named by its run id."""
+    import dataclasses
+
     folder.mkdir(parents=True, exist_ok=True)
-    run_id = f"task__m__{method}__seed{seed}__r{rank}"
+    run_id = config.run_id if config is not None else f"task__m__{method}__seed{seed}__r{rank}"
     labels = np.zeros(N, dtype=np.int64)
     predictions = np.where(correct == 1, 0, 1)
     entry = write_predictions(folder / f"{run_id}.predictions.npz", np.arange(N), predictions, labels,
                               correct.astype(np.float32))
     accuracy = float(correct.mean())
+    settings = dataclasses.asdict(config) if config is not None else {"rank": rank}
     record = {"run_id": run_id, "method": method, "seed": seed, "dataset": "task", "model": "m", "metric": "accuracy",
               "test": {"accuracy": accuracy}, "final": {"accuracy": evals[-1]}, "best": {"accuracy": max(evals)},
               "evals": [{"step": 25 * (i + 1), "accuracy": v} for i, v in enumerate(evals)],
               "adapter_params": params, "effective_adapter_params": params, "head_params": 770,
               "trainable_params": params + 770, "total_params": 22_000_000, "train_time_s": 1.0, "wall_time_s": 2.0,
               "init_time_s": 0.0, "peak_memory_mb": 80.0, "lr": lr, "steps": 100, "device": "cpu",
-              "train_examples": 1600, "predictions": entry, "config": {"rank": rank}}
+              "train_examples": 1600, "predictions": entry, "config": settings}
     (folder / f"{run_id}.json").write_text(json.dumps(record))
+
+
+BASE = dict(model="tiny-bert", dataset="movie-sentiment", n_train=64, n_eval=16, evals=4)
 
 
 @pytest.fixture
 def fake_study(tmp_path):
+    """A study of one task with hand-made scores; its LoRA record and sweep carry real settings, so
+    the efficiency points' sweeps and runs are named by the identities the study computes."""
+    from gelora.config import FinetuneConfig
+
     rng = np.random.default_rng(0)
     task = tmp_path / "study" / "task"
     half = (np.arange(N) % 2).astype(float)
     for seed in range(3):
-        write_run(task / "results", "lora", seed, half)  # 0.5 accuracy
+        write_run(task / "results", "lora", seed, half, config=FinetuneConfig(method="lora", seed=seed, lr=2e-3, **BASE))
         write_run(task / "results", "gelora", seed, np.ones(N))  # always right: +0.5, resolved
         write_run(task / "results", "lora_sb", seed, half.copy(), params=73_008, lr=5e-3)  # identical to LoRA: 0
         write_run(task / "results", "lora_xs", seed, (rng.random(N) < 0.5).astype(float), params=73_008, lr=5e-3)
-        write_run(task / "efficiency" / "results", "lora_sb", seed, half.copy(), params=768, lr=5e-3, rank=8)
+    write_run(task / "lr_sweep", "lora", 0, half, config=FinetuneConfig(method="lora", **dict(BASE, n_train=32)))
     return tmp_path / "study"
+
+
+POINT = [("lora_sb", 8)]
+
+
+def add_efficiency_point(task, validation=(0.6, 0.8, 0.7)):
+    """The point's sweep (best validation at `validation`'s maximum) and its three seeds at the
+    chosen rate, scored like LoRA; plus an older run at another rate, always right, to be ignored."""
+    sweep = study.efficiency_sweep_configs(task, POINT)
+    for config, value in zip(sweep, validation):
+        write_run(task / "efficiency" / "lr_sweep", "lora_sb", 0, np.ones(N), params=768, lr=config.lr, rank=8,
+                  evals=(value,), config=config)
+    half = (np.arange(N) % 2).astype(float)
+    for config in study.efficiency_configs(task, POINT):
+        write_run(task / "efficiency" / "results", "lora_sb", config.seed, half.copy(), params=768, lr=config.lr, rank=8,
+                  config=config)
+        import dataclasses
+        stale = dataclasses.replace(config, lr=config.lr * 3)
+        write_run(task / "efficiency" / "results", "lora_sb", config.seed, np.ones(N), params=768, lr=stale.lr, rank=8,
+                  config=stale)
+    return sweep
 
 
 def test_claims_and_summaries_from_known_scores(fake_study):
@@ -66,12 +98,38 @@ def test_plateau_by_hand(fake_study):
     assert table.loc["lora", "gain_last_quarter"] == pytest.approx(0.01) and table.loc["lora", "reached_99pct_at"] == 100
 
 
-def test_efficiency_pairs_each_point_with_the_reference(fake_study):
-    table = study.efficiency(fake_study / "task", n_resamples=2000).set_index("point")
+def test_efficiency_sweeps_each_point_then_pairs_it_with_the_reference(fake_study):
+    task = fake_study / "task"
+    sweep = study.efficiency_sweep_configs(task, POINT)
+    # around the study's LoRA-SB rate? the study has no lora_sb record with settings: its chosen rate is 5e-3
+    assert [c.lr for c in sweep] == pytest.approx([1e-3, 5e-3, 2.5e-2]) and {c.n_train for c in sweep} == {32}
+    assert {c.rank for c in sweep} == {8} and {c.budget for c in sweep} == {None} and {c.evals for c in sweep} == {1}
+    assert study.efficiency_rates(task, POINT) == {}  # no sweep run yet: no rate, no run
+    assert study.efficiency_configs(task, POINT) == []
+    add_efficiency_point(task, validation=(0.6, 0.7, 0.8))
+    assert study.efficiency_rates(task, POINT) == {("lora_sb", 8): pytest.approx(2.5e-2)}  # the best validation
+    table = study.efficiency(task, n_resamples=2000, points=POINT).set_index("point")
     point = table.loc["lora_sb@8"]
-    assert point["fewer_than_reference"] == pytest.approx(96) and point["difference"] == 0
-    assert point["verdict"] == "matches"  # the same scores as LoRA r = 8: inside +- 0.01
+    assert point["fewer_than_reference"] == pytest.approx(96) and point["lr"] == pytest.approx(2.5e-2)
+    assert point["difference"] == 0 and point["verdict"] == "matches"  # the stale, always-right runs are not read
     assert table.loc["gelora", "verdict"] == "better"
+
+
+def test_efficiency_ties_go_to_the_middle_rate(fake_study):
+    task = fake_study / "task"
+    add_efficiency_point(task, validation=(0.8, 0.8, 0.8))
+    assert study.efficiency_rates(task, POINT) == {("lora_sb", 8): pytest.approx(5e-3)}
+
+
+def test_block_sweep_adapts_one_block_at_a_time(fake_study):
+    task = fake_study / "task"
+    for r in (task / "results").glob("*lora__seed*.json"):  # the study's LoRA: 2 blocks
+        record = json.loads(r.read_text())
+        r.write_text(json.dumps(dict(record, ranks={"0": 8, "1": 8})))
+    configs = study.block_sweep_configs(task, ranks=(2, 8), seeds=(0,))
+    assert [c.block_ranks for c in configs] == [[2, 0], [8, 0], [0, 2], [0, 8]]
+    assert {c.lr for c in configs} == {2e-3} and {c.n_train for c in configs} == {32} and {c.method for c in configs} == {"lora"}
+    assert len({c.run_id for c in configs}) == 4
 
 
 def test_readme_section_is_written_between_the_markers(fake_study, tmp_path):
@@ -97,7 +155,7 @@ def test_records_of_one_grid_only(fake_study):
 
     folder = fake_study / "task" / "results"
     assert len(load_records(folder)) == 12
-    chosen = load_records(folder, run_ids=["task__m__lora__seed0__r8", "task__m__gelora__seed1__r8"])
-    assert sorted(r["method"] for r in chosen) == ["gelora", "lora"]
+    chosen = load_records(folder, run_ids=["task__m__lora_sb__seed0__r8", "task__m__gelora__seed1__r8"])
+    assert sorted(r["method"] for r in chosen) == ["gelora", "lora_sb"]
     with pytest.raises(FileNotFoundError, match="lacks the record"):
         load_records(folder, run_ids=["task__m__lora__seed9__r8"])
