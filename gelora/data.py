@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 TASKS = ("classification", "regression", "generation")
+PROMPT_FORMATS = ("auto", "chat", "plain")
 SPLITS = ("train", "validation", "test")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 # Views of a shipped dataset under another name: (files, label column, task).
@@ -278,9 +279,8 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
             raise ValueError(f"{argument} must be a non-empty string, got {value!r}")
     if label_column is not None and (not isinstance(label_column, str) or not label_column):
         raise ValueError(f"label_column must be a non-empty string or None, got {label_column!r}")
-    if task not in (None, "classification", "regression"):
-        raise ValueError(f"task must be None, 'classification' or 'regression', got {task!r} "
-                         "(generation is made from classification data with as_generation)")
+    if task not in (None, "classification", "regression", "generation"):
+        raise ValueError(f"task must be None, 'classification', 'regression' or 'generation', got {task!r}")
     if label_names is not None and (isinstance(label_names, str) or not isinstance(label_names, (list, tuple))):
         raise ValueError(f"label_names must be a list of names or None, got {label_names!r}")
     if split not in SPLITS and not name_or_path.startswith("hf:") and not Path(name_or_path).is_file():
@@ -293,8 +293,10 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
         if not files:
             raise FileNotFoundError(f"folder {path} has no {' or '.join(split + s for s in TABLE_SUFFIXES)}")
         frame = read_table(files[0])
-        column, pair = text_columns(frame, text_column)
         name = path.stem if path.is_file() else path.name
+        if task == "generation" or (task is None and {"prompt", "response"} <= set(frame.columns)):
+            return generation_from_frame(frame, name, split, "prompt", "response", str(files[0]))
+        column, pair = text_columns(frame, text_column)
         dataset = _from_frame(frame, name, split, column, label_column, task, label_names, str(files[0]))
         return _with_pairs(dataset, frame, pair, str(files[0]))
     files, label_column_override, alias_task = ALIASES.get(name_or_path, (name_or_path, None, None))
@@ -305,8 +307,16 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
             "not an existing file or folder, and not 'hf:<name>'"
         )
     meta = manifest["datasets"][files]
+    own_task = alias_task or meta["task"]
+    if task is not None and task != own_task:
+        raise ValueError(f"dataset {name_or_path!r} is a {own_task} task, not {task!r}"
+                         + (" (its generation view: data.as_generation)" if task == "generation" else ""))
     file = _shipped_file(files, split, manifest)
     frame = pd.read_csv(file, keep_default_na=False, dtype=str)
+    if meta["task"] == "generation":
+        dataset = generation_from_frame(frame, name_or_path, split, meta["text_column"], meta["response_column"], str(file))
+        dataset.meta.update(source=meta["source"], licence=meta["licence"])
+        return dataset
     dataset = _from_frame(
         frame, name_or_path, split, meta["text_column"], label_column_override or meta["label_column"],
         alias_task or meta["task"], None if alias_task == "regression" else meta["label_names"], str(file),
@@ -370,6 +380,20 @@ def _from_hub_frame(frame: pd.DataFrame, features, spec, split, text_column, lab
     return _with_pairs(dataset, frame, pair, f"{spec} split {split!r}")
 
 
+def generation_from_frame(frame: pd.DataFrame, name: str, split: str, prompt_column: str, response_column: str,
+                          source: str) -> TextDataset:
+    """Prompt / response pairs (a shipped generation dataset, or a local file with `prompt` and
+    `response` columns); `metrics.exact_match` says how a generated response is scored."""
+    missing = [c for c in (prompt_column, response_column) if c not in frame.columns]
+    if missing:
+        raise KeyError(f"{source} has no column(s) {missing}; columns are {list(frame.columns)}")
+    prompts, responses = frame[prompt_column].tolist(), frame[response_column].tolist()
+    bad = [i for i, r in enumerate(responses) if not isinstance(r, str) or not r.strip()]
+    if bad:
+        raise _row_error(source, bad, f"empty or missing response(s) in column {response_column!r}")
+    return TextDataset(name, split, prompts, None, "generation", responses=responses)
+
+
 def as_generation(dataset: TextDataset, template: str = "Text: {text}\nLabel:") -> TextDataset:
     """Turn a classification dataset into prompt/response pairs for causal-LM fine-tuning:
     the prompt is the filled template, the response a space and the label name."""
@@ -393,13 +417,34 @@ class TokenizedDataset(torch.utils.data.Dataset):
         return self.features[i]
 
 
-def tokenize(dataset: TextDataset, tokenizer, max_length: int = 128) -> TokenizedDataset:
+def prompt_format(tokenizer, requested: str = "auto") -> str:
+    """'chat' (the model's chat template) or 'plain' (the prompt as it is): `auto` takes the chat
+    template when the tokenizer has one. Asking for 'chat' without a template is an error."""
+    if requested not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {requested!r}")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if requested == "chat" and not has_template:
+        raise ValueError("prompt_format='chat' but the tokenizer has no chat template: use 'plain' or 'auto'")
+    return requested if requested != "auto" else ("chat" if has_template else "plain")
+
+
+def format_prompt(tokenizer, prompt: str, form: str) -> str:
+    """The text the model reads before its response: the user turn and the assistant header of the
+    chat template, or the prompt itself."""
+    if form == "chat":
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=False)
+    return prompt
+
+
+def tokenize(dataset: TextDataset, tokenizer, max_length: int = 128, form: str = "plain") -> TokenizedDataset:
     """Tokenise for a model. Classification gets integer labels, regression float labels; for
-    generation the labels are the response tokens, with the prompt masked out (-100)."""
+    generation the labels are the response tokens (then the end-of-sequence token), with the
+    prompt (in `form`: 'plain' or 'chat', see `prompt_format`) masked out (-100)."""
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2, got {max_length}")
     if dataset.task == "generation":
-        return TokenizedDataset(_tokenize_generation(dataset, tokenizer, max_length))
+        return TokenizedDataset(_tokenize_generation(dataset, tokenizer, max_length, form))
     encoded = tokenizer(dataset.texts, dataset.text_pairs, truncation=True, max_length=max_length)
     features = []
     for i in range(len(dataset)):
@@ -411,11 +456,14 @@ def tokenize(dataset: TextDataset, tokenizer, max_length: int = 128) -> Tokenize
     return TokenizedDataset(features)
 
 
-def _tokenize_generation(dataset: TextDataset, tokenizer, max_length: int) -> list[dict]:
+def _tokenize_generation(dataset: TextDataset, tokenizer, max_length: int, form: str) -> list[dict]:
+    if form not in ("chat", "plain"):
+        raise ValueError(f"form must be 'chat' or 'plain', got {form!r}")
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     features = []
     for prompt, response in zip(dataset.texts, dataset.responses):
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        prompt_ids = tokenizer(format_prompt(tokenizer, prompt, form), add_special_tokens=False)["input_ids"]
+        response = response.strip() if form == "chat" else response  # the template ends the header with a newline
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + eos
         if len(response_ids) >= max_length:
             raise ValueError(f"a response of {len(response_ids)} tokens does not fit max_length={max_length}")
@@ -429,12 +477,35 @@ def _tokenize_generation(dataset: TextDataset, tokenizer, max_length: int) -> li
     return features
 
 
+class ResponseLogits:
+    """Pads a causal-LM batch (label-aware) and keeps the output layer to the positions that
+    predict a response token: `logits_to_keep` lists the positions t whose next token is a response
+    token in some row, and `labels` / `shift_labels` are those next tokens (-100 elsewhere), so the
+    model computes the vocabulary-sized output and the loss only there. The loss is the same as on
+    every position (the others are masked out of it anyway); on a 49k-word vocabulary the output
+    layer is most of a step's work."""
+
+    def __init__(self, tokenizer):
+        from transformers import DataCollatorForSeq2Seq
+
+        self.pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+
+    def __call__(self, features):
+        batch = dict(self.pad(features))
+        shifted = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=-100)  # position t predicts t + 1
+        keep = (shifted != -100).any(0).nonzero().squeeze(1)
+        batch["logits_to_keep"] = keep
+        batch["labels"] = batch["shift_labels"] = shifted[:, keep].contiguous()
+        return batch
+
+
 def collator(tokenizer, task: str):
-    """The batch collator that fits the task: label-aware padding for generation."""
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
+    """The batch collator that fits the task: for generation, label-aware padding and the output
+    layer on response positions only (`ResponseLogits`)."""
+    from transformers import DataCollatorWithPadding
 
     if task == "generation":
-        return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+        return ResponseLogits(tokenizer)
     return DataCollatorWithPadding(tokenizer)
 
 
@@ -456,9 +527,10 @@ def seeded_loader(tokens, tokenizer, task: str, batch_size: int, seed: int, drop
     collate = collator(tokenizer, task)
 
     def collate_fn(features):
-        if drop_labels:
-            features = [{k: v for k, v in f.items() if k != "labels"} for f in features]
-        return dict(collate(features))
+        batch = dict(collate(features))
+        if drop_labels:  # the inputs only (for generation also the kept positions' targets)
+            batch = {k: v for k, v in batch.items() if k not in ("labels", "shift_labels", "logits_to_keep")}
+        return batch
 
     generator = torch.Generator().manual_seed(seed)
     if group_by_length:

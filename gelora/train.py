@@ -31,7 +31,8 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from . import methods
 from .checks import check_real, check_whole
 from .config import GROUPS, FinetuneConfig, resolve_device, validate
-from .data import as_generation, by_length, collator, file_sha256, load_dataset, tokenize
+from .data import as_generation, by_length, collator, file_sha256, load_dataset, prompt_format, tokenize
+from .generate import score
 from .lora_xs import HEAD_NAMES
 from .metrics import PRIMARY, metric_fns
 from .models import load_model
@@ -207,7 +208,8 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
     train, task = data["train"], data["train"].task
     model, tokenizer = load_model(config.model, task, train.num_labels if task == "classification" else None,
                                   seed=config.seed)
-    tokens = {split: tokenize(d, tokenizer, config.max_length) for split, d in data.items()}
+    form = prompt_format(tokenizer, config.prompt_format) if task == "generation" else "plain"
+    tokens = {split: tokenize(d, tokenizer, config.max_length, form) for split, d in data.items()}
     plan = plan_steps(len(tokens["train"]), config.batch_size, config.epochs, config.warmup_ratio, config.evals,
                       config.gradient_accumulation)
     lr = _lr(config)
@@ -250,7 +252,8 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
             trainer.train()
             train_time = time.perf_counter() - start
             primary = PRIMARY[task]
-            evals = [dict(e) for e in trainer.state.log_history if f"eval_{primary}" in e]
+            tracked = "accuracy" if task == "generation" else primary  # what the evaluations during training compute
+            evals = [dict(e) for e in trainer.state.log_history if f"eval_{tracked}" in e]
             if evals and evals[-1].get("step") == trainer.state.global_step:
                 final = evals[-1]  # the Trainer evaluated at the last step already: not twice
             else:
@@ -258,13 +261,20 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
                 evals.append(dict(final, step=trainer.state.global_step))
             output = trainer.predict(test, metric_key_prefix="test")
             test_metrics = output.metrics
+            if task == "generation":  # the answers themselves: greedy generation, exact match
+                matches = {}
+                for split in ("validation", "test"):
+                    matches[split], _ = score(trainer.model, tokenizer, data[split], form, config.max_new_tokens,
+                                              max_length=config.max_length)
+                final["eval_exact_match"] = evals[-1]["eval_exact_match"] = float(matches["validation"].mean())
+                test_metrics["test_exact_match"] = float(matches["test"].mean())
     trainable = count_trainable(model)
     head = _head_params(model)
     record = {
         "run_id": path.stem, "method": config.method, "model": config.model, "dataset": config.dataset,
-        "seed": config.seed, "task": task, "metric": primary,
+        "seed": config.seed, "task": task, "metric": primary, "prompt_format": form if task == "generation" else None,
         "final": {primary: final[f"eval_{primary}"], **_strip(final, "eval_")},
-        "best": {primary: max(e[f"eval_{primary}"] for e in evals), "step": max(evals, key=lambda e: e[f"eval_{primary}"])["step"]},
+        "best": _best(evals, primary),
         "test": _strip(test_metrics, "test_"),
         "evals": [dict(step=e["step"], epoch=e.get("epoch"), **_strip(e, "eval_")) for e in evals],
         "train_loss": [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e],
@@ -286,10 +296,19 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
     record["ranks"] = {str(k): v for k, v in record.get("ranks", {}).items()}
     if trainer.is_world_process_zero():
         scores = example_scores(task, output.predictions, output.label_ids, test_order)
+        if task == "generation":  # per example: its exact match (what gelora.stats pairs across methods)
+            scores = (*scores[:2], matches["test"])
         record["predictions"] = write_predictions(path.with_suffix(".predictions.npz"), data["test"].indices, *scores)
         atomic_write_json(path, record)
     record["model_object"] = model  # for callers who want to inspect it; not written
     return record
+
+
+def _best(evals: list[dict], primary: str) -> dict:
+    """The best evaluation of the primary metric (generation: exact match is scored at the end only)."""
+    scored = [e for e in evals if f"eval_{primary}" in e]
+    top = max(scored, key=lambda e: e[f"eval_{primary}"])
+    return {primary: top[f"eval_{primary}"], "step": top["step"]}
 
 
 def example_scores(task: str, predictions, labels, order=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

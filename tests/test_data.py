@@ -19,9 +19,16 @@ MANIFEST = json.loads((ROOT / "data" / "manifest.json").read_text())
 def test_files_match_the_manifest(name):
     entry = MANIFEST["datasets"][name]
     texts = {}
+    generated = entry["task"] == "generation"
     for split, info in entry["splits"].items():
         frame = pd.read_csv(ROOT / "data" / name / f"{split}.csv", keep_default_na=False)
         assert len(frame) == info["rows"]
+        if generated:  # prompts and worked responses: every response ends with its marked answer
+            assert (frame["response"].str.rsplit("#### ", n=1).str[1] == frame["answer"].astype(str)).all()
+            assert frame["operations"].value_counts().to_dict() == {int(k): v for k, v in info["operations"].items()}
+            assert not frame["prompt"].duplicated().any()
+            texts[split] = set(frame["prompt"])
+            continue
         assert frame["label"].value_counts().to_dict() == info["labels"]
         assert sorted(frame["label"].unique()) == entry["label_names"]
         assert frame["text"].str.strip().ne("").all()
@@ -38,7 +45,7 @@ def test_the_data_card_states_the_manifest_counts():
         assert f"`{name}`" in card
         for split, info in entry["splits"].items():
             assert f"{info['rows']:,}" in card, f"{name}/{split} count missing from the card"
-            for label, count in info["labels"].items():
+            for label, count in info.get("labels", {}).items():
                 assert f"{label} {count:,}" in card, f"{name}/{split}/{label} missing from the card"
 
 
@@ -128,3 +135,20 @@ def test_generation_masks_the_prompt():
         assert (labels[:-len(answer)] == -100).all()
     with pytest.raises(ValueError, match="classification"):
         as_generation(load_dataset("movie-rating", "test"))
+
+
+def test_arithmetic_answers_are_what_the_equations_compute():
+    """Every worked response, evaluated line by line, reaches the answer after the marker."""
+    data = load_dataset("arithmetic", "test")
+    assert data.task == "generation" and len(data) == 300 and data.labels is None
+    for prompt, response in zip(data.texts, data.responses):
+        *equations, final = response.split("\n")
+        value = None
+        for line in equations:
+            left, right = line.split(" = ")
+            a, op, b = left.split(" ")
+            assert value is None or int(a) == value, (prompt, response)  # each step starts where the last ended
+            value = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b), "/": int(a) // int(b)}[op]
+            assert op != "/" or int(a) % int(b) == 0
+            assert value == int(right) and value >= 0
+        assert final == f"#### {value}" and prompt.split(" ")[2] == equations[0].split(" ")[0]

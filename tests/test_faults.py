@@ -257,7 +257,7 @@ def _(tmp):
     TextDataset("mine", "train", ["a", "b"], np.array([0, 2]), "classification", ["x", "y"])
 
 
-@case("data", "task generation asked of load_dataset", ValueError, r"task must be None, 'classification' or 'regression'")
+@case("data", "task generation asked of a classification dataset", ValueError, r"'trec6' is a classification task, not 'generation'")
 def _(tmp):
     load_dataset("trec6", "test", task="generation")
 

@@ -198,3 +198,18 @@ def test_help_documents_every_flag_in_its_group():
     assert all(a.help and len(a.help) > 10 for a in actions.values())
     titles = {g.title for g in parser._action_groups}
     assert {"data", "model", "method", "optimisation", "output"} <= titles
+
+
+def test_settings_added_later_keep_earlier_records_named_as_they_were():
+    """A setting added after records were committed is in the identity only away from its frozen
+    value; the dataclass default must stay that value, or old records would name new computations."""
+    import dataclasses
+
+    from gelora.config import ADDED_LATER, FinetuneConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
+    assert {k: defaults[k] for k in ADDED_LATER} == ADDED_LATER
+    plain = FinetuneConfig(method="lora")
+    assert not set(ADDED_LATER) & set(plain.settings())
+    assert FinetuneConfig(method="lora", max_new_tokens=16).run_id != plain.run_id
+    assert FinetuneConfig(method="lora", block_ranks=[0, 0, 0, 0, 0, 8]).run_id != plain.run_id

