@@ -39,7 +39,9 @@ def _restore_rng(state: tuple) -> None:
 
 
 def _truncate(batch: Mapping, n: int) -> dict:
-    return {k: (v[:n] if isinstance(v, torch.Tensor) and v.ndim > 0 else v) for k, v in batch.items()}
+    """The first n examples of a batch (`logits_to_keep` lists positions, not examples: kept whole)."""
+    return {k: (v[:n] if isinstance(v, torch.Tensor) and v.ndim > 0 and k != "logits_to_keep" else v)
+            for k, v in batch.items()}
 
 
 def estimate_update(model: nn.Module, batches: Iterable[Mapping], target_modules=None, num_samples: int = 16,

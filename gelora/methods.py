@@ -100,9 +100,11 @@ class BuildContext:
                                  max_length=config.max_length, cache_dir=config.cache_dir, progress=config.progress)
         if len(profile) - 1 != len(self.shapes):
             raise ValueError(f"the ID profile has {len(profile) - 1} blocks but the model has {len(self.shapes)}")
+        # a block next to a layer without a dimension (a decoder's last-token embeddings, all alike)
+        # gets bound 0, as in notebook 02 and `gelora recommend`; the allocation's notes say so
         return gelora_ranks(profile, min_rank=config.gelora_min_rank, max_rank=config.gelora_max_rank,
                             rounding=config.gelora_rounding, offset=config.gelora_offset, budget=config.budget,
-                            shapes=self.shapes, adapter=adapter)
+                            shapes=self.shapes, adapter=adapter, undefined="zero")
 
     def peft_lora(self, block_ranks, **lora_kwargs):
         """A PEFT LoraConfig at per-block ranks (alpha = lora_scale * r, every module by name)."""
@@ -388,11 +390,12 @@ def adapt(name: str, model, tokenizer, train, steps: int = 100, lr: float | None
     budget, target_modules, sb_num_samples, ...). `steps` is the planned number of optimiser
     steps (AdaLoRA's schedule, LoRA-SB's first-step lr). Returns (model, info)."""
     from .config import FinetuneConfig, validate
-    from .data import tokenize
+    from .data import prompt_format, tokenize
 
     config = FinetuneConfig(name, **settings)  # config imports this module: imported here, not at the top
     validate(config)
     lr = lr if lr is not None else get_method(name).lr
-    tokens = tokenize(train, tokenizer, config.max_length)
+    form = prompt_format(tokenizer, config.prompt_format) if train.task == "generation" else "plain"
+    tokens = tokenize(train, tokenizer, config.max_length, form)  # as finetune tokenises it
     warmup = int(config.warmup_ratio * steps)
     return build(BuildContext(config, model, tokenizer, train, tokens, steps, warmup, lr, device))

@@ -82,9 +82,12 @@ def load_profile(name_or_path: str) -> dict:
         if profile.get(section) is not None and not isinstance(profile[section], dict):
             raise ValueError(f"profile {path}: section {section!r} must be a mapping")
         profile[section] = profile.get(section) or {}
-    unknown = sorted(set(profile) - {"description", "common", "notebooks"})
+    unknown = sorted(set(profile) - {"description", "common", "notebooks", "skip"})
     if unknown:
-        raise ValueError(f"profile {path} has unknown section(s) {unknown}; expected common, notebooks, description")
+        raise ValueError(f"profile {path} has unknown section(s) {unknown}; expected common, notebooks, skip, description")
+    skip = profile.setdefault("skip", [])
+    if not isinstance(skip, list) or not all(isinstance(s, str) for s in skip):
+        raise ValueError(f"profile {path}: skip must be a list of notebook names, got {skip!r}")
     for section in profile["notebooks"].values():
         if section is not None and not isinstance(section, dict):
             raise ValueError(f"profile {path}: every notebooks.<name> section must be a mapping")
@@ -139,7 +142,7 @@ def plan(profile: dict, overrides: list[str] = (), only: list[str] | None = None
     books = notebooks()
     stems = {p.stem: p for p in books}
     numbers = {p.stem[:2]: p.stem for p in books}
-    unknown_books = sorted(set(profile["notebooks"]) - set(stems))
+    unknown_books = sorted((set(profile["notebooks"]) | set(profile.get("skip", []))) - set(stems))
     if unknown_books:
         raise ValueError(f"profile names notebook(s) {unknown_books} that do not exist; notebooks: {sorted(stems)}")
     declared = {stem: declared_parameters(path) for stem, path in stems.items()}
@@ -173,12 +176,15 @@ def plan(profile: dict, overrides: list[str] = (), only: list[str] | None = None
     for stem, params in chosen.items():
         for name, value in params.items():
             _check_type(stem, name, value, declared[stem][name])
-    selected = books
+    selected = [p for p in books if p.stem not in profile.get("skip", [])]  # notebooks the profile has no use for
     if only:
         wanted = {numbers.get(o, o) for o in only}
         missing = sorted(wanted - set(stems))
         if missing:
             raise ValueError(f"--only names unknown notebook(s) {missing}")
+        skipped = sorted(wanted & set(profile.get("skip", [])))
+        if skipped:
+            raise ValueError(f"--only names notebook(s) {skipped} that the profile skips")
         selected = [p for p in books if p.stem in wanted]
     return [(p, chosen[p.stem]) for p in selected]
 

@@ -312,8 +312,9 @@ def claims(table: pd.DataFrame, title: str = "The papers' claims: paired differe
 
 def bound_vs_need(tables: dict[str, pd.DataFrame], need: str = "energy_rank_90"):
     """Per task (one panel each), per block: GeLoRA's bound with its 95% interval against the
-    rank full fine-tuning's update used (`need`, mean over seeds; bars: seeds' min to max) and
-    its stable rank. Log scale: the two differ by orders of magnitude."""
+    rank full fine-tuning's update used (`need`, mean over seeds; bars: seeds' min to max), its
+    stable rank, and (where the table has `trained_need`) the rank the per-block sweep needed, an
+    open marker when it is the largest rank tried. Log scale: they differ by orders of magnitude."""
     fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 4.2), squeeze=False)
     colours = methods.colours()
     for ax, (task, table) in zip(axes[0], tables.items()):
@@ -326,6 +327,12 @@ def bound_vs_need(tables: dict[str, pd.DataFrame], need: str = "energy_rank_90")
         ax.errorbar(x + 0.1, table[need], yerr=[table[need] - low, high - table[need]], fmt="o",
                     color=colours.get("full"), capsize=3, label=f"full FT update: {need.replace('_', ' ')} % (seeds' range)")
         ax.plot(x + 0.1, table["stable_rank"], "x", color="black", label="full FT update: stable rank")
+        if "trained_need" in table and table["trained_need"].notna().any():
+            top = table["trained_need_at_top"].fillna(False).astype(bool)
+            ax.plot(x[~top] + 0.25, table["trained_need"][~top], "s", color=colours.get("lora"),
+                    label="trained: smallest rank not worse than the best (per-block sweep)")
+            ax.plot(x[top] + 0.25, table["trained_need"][top], "s", mfc="none", color=colours.get("lora"),
+                    label="trained: the largest rank tried (the need may be larger)")
         ax.set_yscale("log")
         ax.set(xlabel="block k", ylabel="rank", title=task, xticks=x)
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)

@@ -72,17 +72,23 @@ def _token_choice(lengths: np.ndarray, max_points: int, seed: int) -> list[np.nd
 def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean", max_length: int = 128,
                   batch_size: int = 32, max_points: int = 5000, seed: int = 0,
                   cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                  text_pairs: Sequence[str] | None = None) -> list[np.ndarray]:
+                  text_pairs: Sequence[str] | None = None, padding_side: str = "right") -> list[np.ndarray]:
     """Pooled hidden states per layer: a list of L + 1 float32 arrays (embedding output first).
 
     pooling: `cls` (first token), `mean` (average of non-padding tokens), `last` (last
     non-padding token, for decoders), `tokens` (every non-padding token, subsampled to
     `max_points` with `seed`). text_pairs: second sentences of a pair task, tokenised with their
-    first sentences as the model sees them in fine-tuning. Gradients are off and the model's mode
-    is restored.
+    first sentences as the model sees them in fine-tuning. padding_side: where a batch pads its
+    shorter texts ('left', as decoders generate, gets explicit position ids so every token keeps its
+    position); the pooled states do not depend on it. Gradients are off and the model's mode is
+    restored.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if pooling == "cls" and padding_side == "left":
+        raise ValueError("cls pooling reads the first position, which left padding fills with padding: use 'right'")
     for name, value, low in (("max_length", max_length, 2), ("batch_size", batch_size, 1),
                              ("max_points", max_points, 3), ("seed", seed, 0)):
         check_whole(name, value, low)
@@ -95,7 +101,7 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
             "model": fingerprint(model), "texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest(),
             "pairs": None if text_pairs is None else hashlib.sha256("\x00".join(text_pairs).encode()).hexdigest(),
             "pooling": pooling, "max_length": max_length, "max_points": max_points if pooling == "tokens" else None,
-            "seed": seed if pooling == "tokens" else None,
+            "seed": seed if pooling == "tokens" else None, **({"padding": "left"} if padding_side == "left" else {}),
         }, sort_keys=True).encode()).hexdigest()[:24]
         cache_file = Path(cache_dir) / f"hidden-{pooling}-{key}.npz"
         if cache_file.exists():
@@ -122,10 +128,12 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
                 width = int(lengths[batch].max())
                 ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
+                start_of = width - lengths[batch] if padding_side == "left" else np.zeros(len(batch), dtype=int)
                 for row, i in enumerate(batch):
-                    ids[row, :lengths[i]] = torch.tensor(encoded[i])
-                    mask[row, :lengths[i]] = 1
-                out = net(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
+                    ids[row, start_of[row]:start_of[row] + lengths[i]] = torch.tensor(encoded[i])
+                    mask[row, start_of[row]:start_of[row] + lengths[i]] = 1
+                extra = {"position_ids": (mask.cumsum(1) - 1).clamp(min=0).to(device)} if padding_side == "left" else {}
+                out = net(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True, **extra)
                 states = out.hidden_states
                 if outputs is None:
                     outputs = [np.empty((n_rows, h.shape[-1]), dtype=np.float32) for h in states]
@@ -139,10 +147,11 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
                     elif pooling == "mean":
                         pooled = (h * m).sum(1) / m.sum(1)
                     elif pooling == "last":
-                        pooled = h[torch.arange(len(batch)), torch.as_tensor(lengths[batch] - 1)]
+                        pooled = h[torch.arange(len(batch)), torch.as_tensor(start_of + lengths[batch] - 1)]
                     if pooling == "tokens":
                         for row, i in enumerate(batch):
-                            outputs[j][row_of[i]:row_of[i + 1]] = h[row, torch.as_tensor(picks[i])].cpu().numpy()
+                            positions = torch.as_tensor(start_of[row] + picks[i])
+                            outputs[j][row_of[i]:row_of[i + 1]] = h[row, positions].cpu().numpy()
                     else:
                         outputs[j][batch] = pooled.cpu().numpy()
     finally:

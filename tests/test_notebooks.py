@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from gelora import methods, pipeline
@@ -106,8 +107,25 @@ def test_command_line_reports_errors(tmp_path):
 
 @pytest.mark.parametrize("name", pipeline.available_profiles())
 def test_every_shipped_profile_is_valid(name):
-    steps = pipeline.plan(pipeline.load_profile(name))
-    assert len(steps) == len(NOTEBOOKS)
+    profile = pipeline.load_profile(name)
+    steps = pipeline.plan(profile)
+    assert len(steps) == len(NOTEBOOKS) - len(profile["skip"]) and not {p.stem for p, _ in steps} & set(profile["skip"])
+
+
+def test_the_decoder_path_runs_on_the_smoke_llm_profile(tmp_path):
+    """Notebooks 01-05 on a tiny Llama and the arithmetic set: last-token profile over its blocks,
+    ranks over seven projections, chat-free generation runs scored by exact match; no noise."""
+    outputs = pipeline.run("smoke-llm", overrides=[f"figures_dir={tmp_path / 'figures'}"], run_dir=str(tmp_path),
+                           progress=False)
+    assert [p.stem[:2] for p in outputs] == ["01", "02", "03", "04", "05"]
+    profile = pd.read_csv(tmp_path / "id_profile.csv")
+    assert set(profile["pooling"]) == {"last"} and len(profile) == 5  # embeddings + 4 blocks
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
+    assert {r["metric"] for r in records} == {"exact_match"} and len(records) == 3
+    assert all(len(r["target_modules"]) == 7 * 4 for r in records if r["method"] == "lora")
+    for path in outputs:
+        for cell in nbformat.read(str(path), as_version=4).cells:
+            assert not [o for o in cell.get("outputs", []) if o.get("name") == "stderr"], path.name
 
 
 def test_executed_notebooks_carry_no_noise(smoke_run):

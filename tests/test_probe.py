@@ -18,14 +18,20 @@ def test_shapes_for_an_encoder_and_a_decoder(pooling, tiny_bert, tiny_llama):
         assert all(s.shape == (rows, model.config.hidden_size) and s.dtype == np.float32 for s in states)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "last", "cls"])
-def test_pooling_ignores_padding(pooling, tiny_bert, tiny_llama):
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("pooling", ["mean", "last", "cls", "tokens"])
+def test_pooling_ignores_padding(pooling, padding_side, tiny_bert, tiny_llama):
+    """Batched with padding on either side, every text's pooled states are those it has alone."""
+    if pooling == "cls" and padding_side == "left":
+        with pytest.raises(ValueError, match="cls pooling reads the first position"):
+            hidden_states(*tiny_bert, TEXTS, pooling="cls", padding_side="left", progress=False)
+        return
     for model, tokenizer in (tiny_bert, tiny_llama):
-        alone = [hidden_states(model, tokenizer, [t], pooling=pooling, progress=False) for t in TEXTS]
-        batched = hidden_states(model, tokenizer, TEXTS, pooling=pooling, batch_size=len(TEXTS), progress=False)
-        for i in range(len(TEXTS)):
-            for layer in range(len(batched)):
-                np.testing.assert_allclose(batched[layer][i], alone[i][layer][0], atol=1e-5)
+        options = dict(pooling=pooling, progress=False, max_points=10_000)
+        alone = [hidden_states(model, tokenizer, [t], **options) for t in TEXTS]
+        batched = hidden_states(model, tokenizer, TEXTS, batch_size=len(TEXTS), padding_side=padding_side, **options)
+        for layer in range(len(batched)):
+            np.testing.assert_allclose(batched[layer], np.concatenate([a[layer] for a in alone]), atol=1e-5)
 
 
 def test_cache_returns_identical_arrays_without_running_the_model(tmp_path, tiny_bert, monkeypatch):
