@@ -279,7 +279,8 @@ def readme_section(study_dir: str | Path = STUDY_DIR, n_resamples: int = 10_000)
                 "study's length; the claims that involve these methods on this task measure that instability too."]
         out.append("")
     out += ["**The claims tested directly** (notebook 06; every point against LoRA r = 8 at the study's budget, three "
-            "seeds, paired, 95 % intervals; 'matches': the whole interval within ± 0.01):", "", direct_tests(study_dir, n_resamples=n_resamples)]
+            "seeds, paired, 95 % intervals; 'matches': the whole interval within ± 0.01):", "",
+            direct_tests(study_dir, n_resamples=n_resamples)]
     return "\n".join(out).rstrip() + "\n"
 
 
