@@ -383,7 +383,7 @@ def _from_hub_frame(frame: pd.DataFrame, features, spec, split, text_column, lab
 def generation_from_frame(frame: pd.DataFrame, name: str, split: str, prompt_column: str, response_column: str,
                           source: str) -> TextDataset:
     """Prompt / response pairs (a shipped generation dataset, or a local file with `prompt` and
-    `response` columns); `metrics.exact_match` says how a generated response is scored."""
+    `response` columns); `generate.exact_match` says how a generated response is scored."""
     missing = [c for c in (prompt_column, response_column) if c not in frame.columns]
     if missing:
         raise KeyError(f"{source} has no column(s) {missing}; columns are {list(frame.columns)}")
