@@ -295,21 +295,26 @@ def direct_tests(study_dir: str | Path = STUDY_DIR, need: str = "energy_rank_90"
     for task, folder in task_folders(study_dir).items():
         try:
             intervals = pd.read_csv(folder / "rank_intervals.csv")
-            trained = block_needs(folder, n_resamples)
             curve = efficiency(folder, n_resamples=n_resamples)
         except FileNotFoundError as missing:
             lines.append(f"- **{task}**: not trained yet ({missing})")
             continue
+        try:
+            trained = block_needs(folder, n_resamples)
+        except FileNotFoundError:
+            trained = None
         table, v = bound_vs_need(intervals, update_needs(task_records(folder)), need, trained=trained)
         spread = lr_sensitivity(pd.read_csv(folder / "lr_sweep.csv")).set_index("method")["spread"]
         sb = curve[(curve["fewer_than_reference"] >= 27) & curve["point"].str.startswith("lora_sb")]
         rest = curve[~curve["point"].str.startswith("lora_sb") & (curve["source"] == "efficiency")]
+        trained_text = (f"trained blocks needed {table['trained_need'].min():.0f}-{table['trained_need'].max():.0f} of "
+                        f"2, 8, 32 (the bound {'stays below' if v['trained_lower_bound_holds'] else 'exceeds'} that need, "
+                        f"Spearman {v['trained_spearman']:+.2f})" if trained is not None else
+                        f"the per-block sweep is not trained yet (`python -m gelora.study --block-sweep {task}`)")
         lines += [f"- **{task}**. *Bound vs need*: the bound's interval reaches at most {table['bound_high'].max():.2f} "
-                  f"ranks; full fine-tuning's updates used {table[need].min():.0f}-{table[need].max():.0f} ({need}), "
-                  f"trained blocks needed {table['trained_need'].min():.0f}-{table['trained_need'].max():.0f} of 2, 8, 32: "
-                  f"the bound {'holds' if v['lower_bound_holds'] and v['trained_lower_bound_holds'] else 'fails'} as a "
-                  f"lower bound and ranks the blocks with Spearman {v['spearman']:+.2f} (full FT) and "
-                  f"{v['trained_spearman']:+.2f} (trained). *27-90x fewer parameters*: "
+                  f"ranks; full fine-tuning's updates used {table[need].min():.0f}-{table[need].max():.0f} ({need}; the bound "
+                  f"{'stays below' if v['lower_bound_holds'] else 'exceeds'} it, Spearman {v['spearman']:+.2f}); "
+                  f"{trained_text}. *27-90x fewer parameters*: "
                   + "; ".join(f"LoRA-SB r={r.point.split('@')[1]} ({r.fewer_than_reference:.0f}x fewer) **{r.verdict}** "
                               f"{_interval(r)}" for r in sb.itertuples())
                   + ". *The rest of the curve*: " + "; ".join(
