@@ -38,15 +38,16 @@ clean-runs:
 
 # The study (gelora/profiles/study*.yaml): each task's learning-rate sweep, then its comparison
 # runs, two one-thread jobs at a time, then notebook 02 on its profile (the rank intervals that
-# notebook 06 reads), then the parameter-efficiency points (LoRA-SB at 27-90x fewer parameters);
-# finished runs are kept, so an interrupted study resumes. About 90 minutes on 2 cores;
+# notebook 06 reads), then the parameter-efficiency curve (each point's learning-rate sweep, then
+# three seeds) and the per-block rank sweep; finished runs are kept, so an interrupted study
+# resumes. About 2 hours 20 minutes on 2 cores;
 # notebooks 05 and 06 and the README read its committed results/study/.
 study: setup
 	for p in study study-trec6; do \
 	  $(PY) -m gelora.grid --profile $$p --sweep --jobs 2 && $(PY) -m gelora.grid --profile $$p --jobs 2 \
 	    && $(PY) -m gelora.pipeline --profile $$p --only 02 --no-progress || exit 1; \
 	done
-	$(PY) -m gelora.study --efficiency
+	$(PY) -m gelora.study --efficiency --block-sweep
 	$(PY) -m gelora.study --readme
 
 # The reference run's executed notebooks (results/cpu/executed/, committed) as a static HTML site
