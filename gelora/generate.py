@@ -20,8 +20,8 @@ MARKER = "####"
 
 
 def answer(text: str, marked: bool) -> str:
-    """The normalised answer of a response: after the last MARKER when `marked` (None of it when
-    the marker is missing: an empty answer never matches), else the response's first line."""
+    """The normalised answer of a response: after the last MARKER when `marked` (empty when the
+    marker is missing, and an empty answer never matches), else the response's first line."""
     if marked:
         if MARKER not in text:
             return ""
