@@ -76,8 +76,8 @@ def main() -> None:
             from gelora.ranks import matched_baselines
             from gelora.targets import block_shapes
 
-            budget = matched_baselines(block_shapes(model, TARGETS), 8 * 10_176 * 30)["lora_sb"].setting["r"]
-            settings = {"rank": budget}
+            lora_budget = rows[0][2]  # LoRA r = 8's trainable parameters, measured above, not typed
+            settings = {"rank": matched_baselines(block_shapes(model, TARGETS), lora_budget)["lora_sb"].setting["r"]}
         model, _ = adapt(name, model, tokenizer, train, steps=args.steps + 2, target_modules=TARGETS,
                          sb_num_samples=args.batch_size, max_length=args.max_length, **settings)
         for batches, label in ((kept, "response positions"), (every, "every position")):
