@@ -121,6 +121,34 @@ def test_efficiency_ties_go_to_the_middle_rate(fake_study):
     assert study.efficiency_rates(task, POINT) == {("lora_sb", 8): pytest.approx(5e-3)}
 
 
+@pytest.mark.parametrize("validation", [0.9, 0.75])
+def test_the_reference_rate_is_confirmed_at_full_length(fake_study, validation):
+    """LoRA at the study's budget is also trained at a fifth of its rate; the rate with the better
+    mean validation over the seeds becomes the curve's reference (a tie keeps the sweep's)."""
+    task = fake_study / "task"
+    add_efficiency_point(task)
+    before = study.efficiency(task, n_resamples=500, points=POINT)
+    assert before.attrs["reference"]["validation"] == {2e-3: 0.75} and "lora" not in set(before["point"])
+    configs = study.reference_configs(task)
+    assert [(c.lr, c.seed) for c in configs] == [(pytest.approx(4e-4), s) for s in (0, 1, 2)]
+    assert {c.method for c in configs} == {"lora"} and {c.budget for c in configs} == {None}  # the study's own budget
+    assert {c.n_train for c in configs} == {64}  # the study's full length, not the sweep's 32
+    for config in configs:  # always right at the lower rate
+        write_run(task / "efficiency" / "reference", "lora", config.seed, np.ones(N), lr=config.lr, config=config,
+                  evals=(validation,))
+    table = study.efficiency(task, n_resamples=500, points=POINT).set_index("point")
+    reference = table.attrs["reference"]
+    assert list(reference["validation"]) == pytest.approx([2e-3, 4e-4])
+    assert list(reference["validation"].values()) == [0.75, validation]
+    if validation > 0.75:  # the lower rate wins: every point is paired with the always-right runs
+        assert reference["lr"] == pytest.approx(4e-4) and table.loc["lora_sb@8", "difference"] == -0.5
+        assert table.loc["lora", "verdict"] == "worse" and table.loc["lora", "lr"] == 2e-3
+        assert "not the sweep's 0.002" in study._reference_text(reference)
+    else:  # a tie keeps the sweep's choice, and the study's LoRA is not compared with itself
+        assert reference["lr"] == 2e-3 and table.loc["lora_sb@8", "difference"] == 0 and "lora" not in table.index
+        assert "the sweep's choice, confirmed" in study._reference_text(reference)
+
+
 def test_block_sweep_adapts_one_block_at_a_time(fake_study):
     task = fake_study / "task"
     for r in (task / "results").glob("*lora__seed*.json"):  # the study's LoRA: 2 blocks
