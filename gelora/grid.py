@@ -61,7 +61,7 @@ def notebook_grid(model: str, dataset: str, methods: list, seeds: list, referenc
                   n_train, n_eval, n_test, test_split: str, epochs: float, batch_size: int, max_length: int,
                   lrs: dict, sb_num_samples: int, pooling: str, n_examples: int, device: str, precision: str,
                   force: bool, run_dir: str, processes: int = 1, lr_factors=(), sweep_n_train=None, log=None,
-                  sweep_only: bool = False, max_new_tokens: int = 48) -> tuple[list[FinetuneConfig], int]:
+                  sweep_only: bool = False, max_new_tokens: int = 48, sb_init_lr=None) -> tuple[list[FinetuneConfig], int]:
     """The runs of notebook 04 from its parameters (the notebook and this module's command both
     call it): the ID profile is read or computed first for the GeLoRA methods, the budget is
     `budget` or uniform LoRA at `reference_rank`; `processes` > 1: the runs are trained by
@@ -82,7 +82,7 @@ def notebook_grid(model: str, dataset: str, methods: list, seeds: list, referenc
     configs = grid_configs(methods, seeds, budget_used, lrs, model=model, dataset=dataset, target_modules=targets,
                            profile=None if profile is None else str(profile), n_train=n_train, n_eval=n_eval, n_test=n_test,
                            test_split=test_split, epochs=epochs, batch_size=batch_size, max_length=max_length,
-                           sb_num_samples=sb_num_samples, max_new_tokens=max_new_tokens, device=device,
+                           sb_num_samples=sb_num_samples, sb_init_lr=sb_init_lr, max_new_tokens=max_new_tokens, device=device,
                            precision=precision, force=force,
                            processes=None if processes == 1 else processes,
                            output_dir=str(run / "results"), cache_dir=str(run / "cache"), progress=False)
