@@ -259,7 +259,8 @@ def efficiency(folder: Path, reference: str = "lora", tolerance: float = 0.01, n
         rows.append({"point": key[1], "source": key[0], "adapter_params": params[key],
                      "fewer_than_reference": ref_params / params[key], "lr": lrs[key], "test": float(a.mean()),
                      "difference": result.difference, "low": result.low, "high": result.high, "verdict": verdict,
-                     "seeds": ",".join(map(str, seeds))})
+                     "seeds": ",".join(map(str, seeds)), "seed_std": float(a.mean(axis=1).std(ddof=1)) if len(seeds) > 1 else np.nan,
+                     "worst_seed": float(a.mean(axis=1).min())})
     table = pd.DataFrame(rows).sort_values("adapter_params").reset_index(drop=True)
     table.attrs["reference"] = {k: v for k, v in choice.items() if k in ("lr", "sweep_lr", "validation")}
     return table
@@ -322,6 +323,15 @@ def readme_section(study_dir: str | Path = STUDY_DIR, n_resamples: int = 10_000)
     return "\n".join(out).rstrip() + "\n"
 
 
+def _unstable_text(curve: pd.DataFrame) -> str:
+    """The curve's points whose test metric varies across seeds by more than `UNSTABLE_STD`."""
+    unstable = curve[curve["seed_std"] > UNSTABLE_STD]
+    if unstable.empty:
+        return ""
+    return (f". Unstable across seeds (std above {UNSTABLE_STD}), so their verdicts measure that: " + "; ".join(
+        f"{r.point.replace('@', ' r=')} (std {r.seed_std:.3f}, worst seed {r.worst_seed:.3f})" for r in unstable.itertuples()))
+
+
 def _reference_text(ref: dict) -> str:
     """The curve's reference in words: its rate and how it was confirmed at full length."""
     others = ", ".join(f"{v:.3f} at {lr:.3g}" for lr, v in ref["validation"].items() if lr != ref["lr"])
@@ -371,6 +381,7 @@ def direct_tests(study_dir: str | Path = STUDY_DIR, need: str = "energy_rank_90"
                       for r in rest.itertuples())
                   + "".join(f"; LoRA r=8 at the sweep's lr {r.lr:.3g} **{r.verdict}** {r.difference:+.3f}"
                             for r in curve.itertuples() if r.source == "study" and r.point == "lora")
+                  + _unstable_text(curve)
                   + f". *No learning-rate tuning*: validation spread over × 0.2-5, LoRA-SB {spread['lora_sb']:.3f} vs LoRA "
                   f"{spread['lora']:.3f}."]
     return "\n".join(lines) + "\n"

@@ -113,6 +113,13 @@ def test_efficiency_sweeps_each_point_then_pairs_it_with_the_reference(fake_stud
     assert point["fewer_than_reference"] == pytest.approx(96) and point["lr"] == pytest.approx(2.5e-2)
     assert point["difference"] == 0 and point["verdict"] == "matches"  # the stale, always-right runs are not read
     assert table.loc["gelora", "verdict"] == "better"
+    assert point["seed_std"] == 0 and point["worst_seed"] == 0.5  # every seed scores half the examples
+    # a point with one collapsed seed is named as unstable in the README's lines
+    collapsed = pd.DataFrame({"point": ["lora@16", "lora@4"], "seed_std": [np.std([0.9, 0.9, 0.5], ddof=1), 0.0],
+                              "worst_seed": [0.5, 0.9]})
+    text = study._unstable_text(collapsed)
+    assert "lora r=16 (std 0.231, worst seed 0.500)" in text and "lora r=4" not in text
+    assert study._unstable_text(collapsed.iloc[1:]) == ""
 
 
 def test_efficiency_ties_go_to_the_middle_rate(fake_study):
