@@ -38,9 +38,9 @@ clean-runs:
 
 # The study (gelora/profiles/study*.yaml): each task's learning-rate sweep, then its comparison
 # runs, two one-thread jobs at a time, then notebook 02 on its profile (the rank intervals that
-# notebook 06 reads), then the parameter-efficiency curve (each point's learning-rate sweep, then
-# three seeds) and the per-block rank sweep; finished runs are kept, so an interrupted study
-# resumes. About 2 hours 20 minutes on 2 cores;
+# notebook 06 reads), then the parameter-efficiency curve (its reference's rate confirmed at full
+# length, each point's learning-rate sweep, then three seeds) and the per-block rank sweep;
+# finished runs are kept, so an interrupted study resumes. About 2 hours 25 minutes on 2 cores;
 # notebooks 05 and 06 and the README read its committed results/study/.
 study: setup
 	for p in study study-trec6; do \

@@ -118,7 +118,7 @@ def test_efficiency_sweeps_each_point_then_pairs_it_with_the_reference(fake_stud
     collapsed = pd.DataFrame({"point": ["lora@16", "lora@4"], "seed_std": [np.std([0.9, 0.9, 0.5], ddof=1), 0.0],
                               "worst_seed": [0.5, 0.9]})
     text = study._unstable_text(collapsed)
-    assert "lora r=16 (std 0.231, worst seed 0.500)" in text and "lora r=4" not in text
+    assert "LoRA r=16 (std 0.231, worst seed 0.500)" in text and "LoRA r=4" not in text
     assert study._unstable_text(collapsed.iloc[1:]) == ""
 
 
