@@ -329,10 +329,10 @@ def _unstable_text(curve: pd.DataFrame) -> str:
     if unstable.empty:
         return ""
     return (f". Unstable across seeds (std above {UNSTABLE_STD}), so their verdicts measure that: " + "; ".join(
-        f"{_point_label(r.point)} (std {r.seed_std:.3f}, worst seed {r.worst_seed:.3f})" for r in unstable.itertuples()))
+        f"{point_label(r.point)} (std {r.seed_std:.3f}, worst seed {r.worst_seed:.3f})" for r in unstable.itertuples()))
 
 
-def _point_label(point: str) -> str:
+def point_label(point: str) -> str:
     """'lora_sb@8' -> 'LoRA-SB r=8'; a study point (no rank) keeps its method's label."""
     method, _, rank = point.partition("@")
     return f"{registry.label(method)} r={rank}" if rank else registry.label(method)
