@@ -380,10 +380,10 @@ def direct_tests(study_dir: str | Path = STUDY_DIR, need: str = "energy_rank_90"
                   f"ranks; full fine-tuning's updates used {table[need].min():.0f}-{table[need].max():.0f} ({need}; the bound "
                   f"{'stays below' if v['lower_bound_holds'] else 'exceeds'} it, Spearman {v['spearman']:+.2f}); "
                   f"{trained_text}. *27-90x fewer parameters* (against {ref_text}): "
-                  + "; ".join(f"LoRA-SB r={r.point.split('@')[1]} ({r.fewer_than_reference:.0f}x fewer) **{r.verdict}** "
+                  + "; ".join(f"{point_label(r.point)} ({r.fewer_than_reference:.0f}x fewer) **{r.verdict}** "
                               f"{_interval(r)}" for r in sb.itertuples())
                   + ". *The rest of the curve*: " + "; ".join(
-                      f"{registry.label(r.point.split('@')[0])} r={r.point.split('@')[1]} **{r.verdict}** {r.difference:+.3f}"
+                      f"{point_label(r.point)} **{r.verdict}** {r.difference:+.3f}"
                       for r in rest.itertuples())
                   + "".join(f"; LoRA r=8 at the sweep's lr {r.lr:.3g} **{r.verdict}** {r.difference:+.3f}"
                             for r in curve.itertuples() if r.source == "study" and r.point == "lora")
