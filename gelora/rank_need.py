@@ -73,7 +73,7 @@ def bound_vs_need(intervals: pd.DataFrame, needs: pd.DataFrame, need: str = "ene
     return table, verdict
 
 
-def trained_needs(records: list[dict], scores: dict[str, dict[int, pd.Series]], n_resamples: int = 10_000) -> pd.DataFrame:
+def trained_needs(records: list[dict], scores: dict[str, dict[int, pd.Series]]) -> pd.DataFrame:
     """Per block and rank of the per-block sweep (records of method 'lora' with `block_ranks`, one
     block above 0; `scores`: run label 'b<block>@<rank>' -> seed -> per-example test scores, as
     `sweep_labels` names them): mean validation and test metric over seeds, the paired test
@@ -81,7 +81,7 @@ def trained_needs(records: list[dict], scores: dict[str, dict[int, pd.Series]], 
     `need` (smallest rank not resolved worse than that best; `need_at_top`: the need is the largest
     rank tried, so the true need may be larger)."""
     from .results import paired_arrays
-    from .stats import paired_bootstrap
+    from .stats import paired_interval
 
     rows = []
     for r in records:
@@ -99,7 +99,7 @@ def trained_needs(records: list[dict], scores: dict[str, dict[int, pd.Series]], 
         need = None
         for rank in sorted(means.index):
             a, b, _, _ = paired_arrays(scores[f"b{block}@{rank}"], scores[f"b{block}@{best}"])
-            result = paired_bootstrap(a, b, n_resamples) if rank != best else None
+            result = paired_interval(a, b) if rank != best else None
             verdict = "best" if result is None else result.verdict
             if need is None and verdict != "worse":
                 need = rank

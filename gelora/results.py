@@ -155,9 +155,13 @@ CLAIMS = [
 ]
 
 
+SCORED_AS_MEAN = ("accuracy", "exact_match")  # metrics that are the mean of the per-example 0/1 scores
+
+
 def paired_scores(records: list[dict], results_dir: str | os.PathLike) -> dict[str, dict[int, pd.Series]]:
     """Per method and seed, the per-example test scores of its prediction sidecar (checked
-    against the sha256 in the record), indexed by the example's position in the split."""
+    against the sha256 in the record, and against the record's own metric where that is the mean
+    score), indexed by (split, example position, label), so that only the same examples pair."""
     from .data import file_sha256
 
     out: dict = {}
@@ -169,26 +173,48 @@ def paired_scores(records: list[dict], results_dir: str | os.PathLike) -> dict[s
         if not path.is_file() or file_sha256(path) != entry["sha256"]:
             raise ValueError(f"{path} is missing or does not match the sha256 in its record: rerun {r['run_id']}")
         with np.load(path) as stored:
-            out.setdefault(r["method"], {})[r["seed"]] = pd.Series(stored["score"], index=stored["index"])
+            score, index, label = stored["score"], stored["index"], stored["label"]
+        metric = r.get("metric")
+        if metric in SCORED_AS_MEAN and metric in r.get("test", {}) and abs(float(score.mean()) - r["test"][metric]) > 1e-6:
+            raise ValueError(f"record {r['run_id']} says test {metric} {r['test'][metric]:.6f} but its predictions "
+                             f"give {score.mean():.6f}: the record was edited after its predictions; rerun it")
+        if r["seed"] in out.get(r["method"], {}):
+            raise ValueError(f"two records of {r['method']} seed {r['seed']} in {results_dir}: keep one")
+        split = (r.get("config") or {}).get("test_split", "test")
+        keys = pd.MultiIndex.from_arrays([np.full(len(index), split), index, label.astype(str)],
+                                         names=["split", "example", "label"])
+        out.setdefault(r["method"], {})[r["seed"]] = pd.Series(score, index=keys)
     return out
 
 
 def paired_arrays(first: dict[int, pd.Series], second: dict[int, pd.Series]):
     """Two methods' per-example scores (seed -> Series by example) on the seeds both have and the
-    test examples every one of those runs scored: (a, b as seeds x examples, seeds, examples)."""
+    test examples every one of those runs scored (the same split, position and label): (a, b as
+    seeds x examples, seeds, examples). Examples that share a position but not a split or a label
+    are different examples: an error, never a pair."""
     seeds = sorted(set(first) & set(second))
     if not seeds:
         return None, None, [], []
-    common = sorted(set.intersection(*[set(runs[s].index) for runs in (first, second) for s in seeds]))
+    runs = [runs[s] for runs in (first, second) for s in seeds]
+    positions = [set(run.index.get_level_values("example") if isinstance(run.index, pd.MultiIndex) else run.index)
+                 for run in runs]
+    keys = [set(run.index) for run in runs]
+    common = sorted(set.intersection(*keys))
+    if len(common) < len(set.intersection(*positions)):
+        raise ValueError(f"the runs compared score different examples at the same positions (another split or other "
+                         f"labels: {len(set.intersection(*positions)) - len(common)} position(s) differ); compare runs "
+                         "scored on the same test split")
     a = np.stack([first[s].loc[common].to_numpy() for s in seeds])
     b = np.stack([second[s].loc[common].to_numpy() for s in seeds])
     return a, b, seeds, common
 
 
-def claims_table(records: list[dict], results_dir: str | os.PathLike, n_resamples: int = 10_000) -> pd.DataFrame:
+def claims_table(records: list[dict], results_dir: str | os.PathLike, confidence: float = 0.95) -> pd.DataFrame:
     """Each claim of CLAIMS whose two methods were run: the paired difference on the seeds both
-    have and the test examples both scored, its 95 % interval, resolution and verdict."""
-    from .stats import paired_bootstrap
+    have and the test examples both scored, its `stats.paired_interval`, the verdict, the smallest
+    difference these seeds and examples detect (80 % power), the seeds a 1-point difference would
+    need, and the seeds one method has and the other lacks (left out, named)."""
+    from .stats import paired_interval
 
     scores = paired_scores(records, results_dir)
     rows = []
@@ -198,9 +224,12 @@ def claims_table(records: list[dict], results_dir: str | os.PathLike, n_resample
         a, b, seeds, common = paired_arrays(scores[method], scores[reference])
         if not seeds:
             continue
-        result = paired_bootstrap(a, b, n_resamples)
+        result = paired_interval(a, b, confidence)
+        left_out = sorted(set(scores[method]) ^ set(scores[reference]))
         rows.append({"claim": claim, "method": method, "reference": reference, "difference": result.difference,
                      "low": result.low, "high": result.high, "resolution": result.resolution,
-                     "verdict": result.verdict, "seeds": ",".join(map(str, seeds)), "examples": len(common),
-                     "paper": paper})
+                     "verdict": result.verdict, "detectable": result.detectable, "floor": result.floor,
+                     "seeds_for_1pt": result.seeds_for(0.01), "seed_part": result.seed_part,
+                     "example_part": result.example_part, "seeds": ",".join(map(str, seeds)),
+                     "seeds_left_out": ",".join(map(str, left_out)), "examples": len(common), "paper": paper})
     return pd.DataFrame(rows)

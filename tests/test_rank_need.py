@@ -99,7 +99,7 @@ def test_trained_need_is_the_smallest_rank_not_resolved_worse_than_the_best():
                 correct = (rng.random(n) < accuracy).astype(float) if accuracy != 0.80 else (np.arange(n) % 5 != 0) * 1.0
                 records.append(block_record(block, rank, seed, validation=accuracy + 0.001 * (rank == 8), test=correct.mean()))
                 scores.setdefault(f"b{block}@{rank}", {})[seed] = pd.Series(correct)
-    table = trained_needs(sweep_labels(records), scores, n_resamples=2000)
+    table = trained_needs(sweep_labels(records), scores)
     per_block = table.groupby("block")[["need", "need_at_top", "best_rank"]].first()
     assert per_block.loc[0, "need"] == 8 and per_block.loc[0, "best_rank"] == 8
     assert per_block.loc[1, "need"] == 2

@@ -80,7 +80,7 @@ def add_efficiency_point(task, validation=(0.6, 0.8, 0.7)):
 
 
 def test_claims_and_summaries_from_known_scores(fake_study):
-    claims = study.claims(fake_study, n_resamples=2000).set_index("claim")
+    claims = study.claims(fake_study).set_index("claim")
     gelora = claims.loc["GeLoRA vs uniform LoRA, equal budget"]
     assert gelora["difference"] == pytest.approx(0.5) and gelora["verdict"] == "better"
     assert gelora["low"] == pytest.approx(0.5, abs=0.06) and gelora["seeds"] == "0,1,2"
@@ -108,7 +108,7 @@ def test_efficiency_sweeps_each_point_then_pairs_it_with_the_reference(fake_stud
     assert study.efficiency_configs(task, POINT) == []
     add_efficiency_point(task, validation=(0.6, 0.7, 0.8))
     assert study.efficiency_rates(task, POINT) == {("lora_sb", 8): pytest.approx(2.5e-2)}  # the best validation
-    table = study.efficiency(task, n_resamples=2000, points=POINT).set_index("point")
+    table = study.efficiency(task, points=POINT).set_index("point")
     point = table.loc["lora_sb@8"]
     assert point["fewer_than_reference"] == pytest.approx(96) and point["lr"] == pytest.approx(2.5e-2)
     assert point["difference"] == 0 and point["verdict"] == "matches"  # the stale, always-right runs are not read
@@ -134,7 +134,7 @@ def test_the_reference_rate_is_confirmed_at_full_length(fake_study, validation):
     mean validation over the seeds becomes the curve's reference (a tie keeps the sweep's)."""
     task = fake_study / "task"
     add_efficiency_point(task)
-    before = study.efficiency(task, n_resamples=500, points=POINT)
+    before = study.efficiency(task, points=POINT)
     assert before.attrs["reference"]["validation"] == {2e-3: 0.75} and "lora" not in set(before["point"])
     configs = study.reference_configs(task)
     assert [(c.lr, c.seed) for c in configs] == [(pytest.approx(4e-4), s) for s in (0, 1, 2)]
@@ -143,7 +143,7 @@ def test_the_reference_rate_is_confirmed_at_full_length(fake_study, validation):
     for config in configs:  # always right at the lower rate
         write_run(task / "efficiency" / "reference", "lora", config.seed, np.ones(N), lr=config.lr, config=config,
                   evals=(validation,))
-    table = study.efficiency(task, n_resamples=500, points=POINT).set_index("point")
+    table = study.efficiency(task, points=POINT).set_index("point")
     reference = table.attrs["reference"]
     assert list(reference["validation"]) == pytest.approx([2e-3, 4e-4])
     assert list(reference["validation"].values()) == [0.75, validation]
@@ -168,7 +168,7 @@ def test_block_sweep_adapts_one_block_at_a_time(fake_study):
 
 
 def test_readme_section_is_written_between_the_markers(fake_study, tmp_path):
-    section = study.readme_section(fake_study, n_resamples=500)
+    section = study.readme_section(fake_study)
     assert "| GeLoRA vs uniform LoRA, equal budget | **better** +0.500" in section
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{study.README_START}\nold\n{study.README_END}\nrest\n")

@@ -1,0 +1,153 @@
+"""The study's learning rates under the protocol of `gelora.tuning`, task by task.
+
+Every full-length run of a task lives in one of two folders: `rates/` (the runs that choose the
+rates: each candidate rate x the selection seeds) and `results/` (the comparison: every method at
+its chosen rate x the study's seeds). A run is the same computation wherever it lies (its record
+name is its identity), so a selection run at the chosen rate is reused by the comparison (its
+record and predictions copied, never retrained) and a comparison run at a rate no longer chosen
+moves to `rates/`, where it still draws the method's curve.
+
+    python -m gelora.study --tune trec6 --jobs 2     # train until every rate is settled, then the seeds
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import methods as registry
+from .results import load_records
+from .tuning import SELECTION_SEEDS, RateChoice, choose, plateau_gain
+
+RATES_DIR = "rates"
+# the order runs are queued in: the methods the claims compare first
+CLAIM_ORDER = ("lora", "gelora", "lora_sb", "lora_xs", "adalora", "eva", "gelora_sb", "full")
+
+
+def base_configs(folder: Path) -> dict:
+    """Per method of the task's comparison: the config of its record with the lowest seed (every
+    setting but the rate and the seed is the study's)."""
+    from .config import FinetuneConfig
+
+    records = sorted(load_records(folder / "results"), key=lambda r: r["seed"])
+    bases = {}
+    for r in records:
+        bases.setdefault(r["method"], FinetuneConfig(**r["config"]))
+    return dict(sorted(bases.items(), key=lambda kv: _rank(kv[0])))
+
+
+def _rank(method: str) -> int:
+    return CLAIM_ORDER.index(method) if method in CLAIM_ORDER else len(CLAIM_ORDER)
+
+
+def at(base, folder: Path, sub: str, lr: float, seed: int):
+    """`base` at rate `lr` and `seed`, written to folder/sub."""
+    return dataclasses.replace(base, lr=float(lr), seed=seed, output_dir=str(folder / sub), force=False, progress=False)
+
+
+def full_length_runs(folder: Path, base) -> dict[str, dict]:
+    """run_id -> (record, folder) of every record in results/ and rates/ that is `base` at some rate
+    and seed (the same computation: its name equals the name that config would get)."""
+    found = {}
+    for sub in ("results", RATES_DIR):
+        where = folder / sub
+        if not where.is_dir():
+            continue
+        for record in load_records(where):
+            if record["method"] != base.method:
+                continue
+            if at(base, folder, sub, record["lr"], record["seed"]).run_id == record["run_id"]:
+                found.setdefault(record["run_id"], (record, where))
+    return found
+
+
+def curve_of(runs: dict) -> dict:
+    """rate -> {seed: final validation metric} from `full_length_runs`."""
+    curve: dict = {}
+    for record, _ in runs.values():
+        curve.setdefault(float(record["lr"]), {})[record["seed"]] = record["final"][record["metric"]]
+    return curve
+
+
+def choices(folder: Path) -> dict[str, tuple[RateChoice, dict]]:
+    """Per method: where its protocol stands and its full-length runs."""
+    out = {}
+    for method, base in base_configs(folder).items():
+        runs = full_length_runs(folder, base)
+        out[method] = (choose(method, curve_of(runs), registry.get_method(method).lr), runs)
+    return out
+
+
+def selection_configs(folder: Path, state=None) -> list:
+    """The runs the protocol asks for next: every pending rate x every selection seed it lacks."""
+    state = state or choices(folder)
+    bases = base_configs(folder)
+    configs = []
+    for method, (choice, runs) in state.items():
+        have = {(float(r["lr"]), r["seed"]) for r, _ in runs.values()}
+        configs += [at(bases[method], folder, RATES_DIR, rate, seed) for rate in choice.to_train
+                    for seed in SELECTION_SEEDS if (rate, seed) not in have]
+    return sorted(configs, key=lambda c: (_rank(c.method), c.lr, c.seed))
+
+
+def comparison_configs(folder: Path, seeds, state=None) -> list:
+    """Every settled method at its chosen rate x `seeds`, in results/."""
+    state = state or choices(folder)
+    bases = base_configs(folder)
+    return [at(bases[m], folder, "results", choice.rate, seed) for m, (choice, _) in state.items()
+            if choice.settled for seed in seeds]
+
+
+def arrange(folder: Path, seeds, state=None, log=print) -> list:
+    """Make results/ hold exactly the comparison: runs at a rate no longer chosen move to rates/,
+    selection runs at the chosen rate are copied in. Returns the comparison runs still to train."""
+    state = state or choices(folder)
+    log = log or (lambda message: None)
+    wanted = {c.run_id: c for c in comparison_configs(folder, seeds, state)}
+    settled = {m for m, (choice, _) in state.items() if choice.settled}
+    results, rates = folder / "results", folder / RATES_DIR
+    rates.mkdir(exist_ok=True)
+    for method, (_, runs) in state.items():
+        if method not in settled:
+            continue
+        for run_id, (record, where) in runs.items():
+            files = [where / f"{run_id}.json", where / record["predictions"]["file"]]
+            if where == results and run_id not in wanted:
+                for path in files:
+                    shutil.move(path, rates / path.name)
+                log(f"{run_id}: not at the chosen rate, moved to {rates}")
+            elif where == rates and run_id in wanted and not (results / f"{run_id}.json").exists():
+                for path in files:
+                    shutil.copy2(path, results / path.name)
+                log(f"{run_id}: selection run at the chosen rate, reused by the comparison")
+    return [c for c in wanted.values() if not (results / f"{c.run_id}.json").exists()]
+
+
+def rate_table(folder: Path, state=None) -> pd.DataFrame:
+    """Every method's validation-vs-rate curve (mean, std, min, max over the selection seeds) with
+    the chosen rate, how it was settled and whether its runs reached a plateau."""
+    state = state or choices(folder)
+    tables = []
+    for method, (choice, runs) in state.items():
+        table = choice.curve.assign(method=method, status=choice.status)
+        gains = {}
+        for record, _ in runs.values():
+            if record["seed"] in SELECTION_SEEDS:
+                gains.setdefault(float(record["lr"]), []).append(plateau_gain(record))
+        table["gain_last_quarter"] = [float(np.nanmean(gains[r])) if r in gains else np.nan for r in table["rate"]]
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def cost(folder: Path, configs: list) -> float:
+    """Estimated seconds of `configs` on this machine: each method's mean wall time over its runs."""
+    times: dict = {}
+    for sub in ("results", RATES_DIR):
+        if (folder / sub).is_dir():
+            for r in load_records(folder / sub):
+                times.setdefault(r["method"], []).append(r["wall_time_s"])
+    overall = float(np.mean([t for v in times.values() for t in v])) if times else 60.0
+    return float(sum(np.mean(times.get(c.method, [overall])) for c in configs))
