@@ -7,6 +7,8 @@
     gelora run ...                   the notebook pipeline (python -m gelora.pipeline)
     gelora export ADAPTER MODEL OUT  a saved LoRA-SB / LoRA-XS adapter as a plain PEFT LoRA adapter
 
+A user error is one line on stderr and exit status 1; add --debug anywhere to see the traceback.
+
 MODEL: minilm, tiny-bert, tiny-deberta, tiny-llama, a Hugging Face id or a local folder.
 DATA: a shipped dataset (movie-sentiment, trec6, sms-spam), a local CSV/TSV/JSONL file or folder,
 a plain .txt file (one text per line), or hf:<name>.
@@ -37,6 +39,40 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the subset of texts and the bootstrap")
     parser.add_argument("--out", default="gelora-out", help="folder of the outputs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check_probe_arguments(args) -> None:
+    """Everything a user can get wrong, checked before a model loads (loading and probing take
+    minutes on a large model)."""
+    import os
+
+    import torch
+
+    from .checks import check_whole
+
+    for name in ("n_texts", "max_length", "batch_size"):
+        check_whole(f"--{name.replace('_', '-')}", getattr(args, name), 3 if name == "n_texts" else 1)
+    check_whole("--seed", args.seed, 0)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but this machine has no CUDA device: use --device cpu (or auto)")
+    _check_out(args.out)
+    if not (Path(args.model).is_dir() or os.sep not in args.model):
+        raise ValueError(f"model {args.model!r} is neither a known name, a hub id nor an existing folder")
+
+
+def _check_out(out: str) -> None:
+    """The output folder can be made and written, before any work (it is made here)."""
+    import tempfile
+
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {out!r} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"--out {out!r} cannot be written: {error.strerror or error}") from None
 
 
 def _load(args):
@@ -70,6 +106,7 @@ def profile_command(args) -> int:
     from . import plots
     from .probe import save_profile
 
+    _check_probe_arguments(args)
     model, tokenizer = _load(args)
     profile = _profile(args, model, tokenizer)
     out = Path(args.out)
@@ -84,11 +121,25 @@ def profile_command(args) -> int:
 
 def recommend_command(args) -> int:
     from .probe import load_profile, save_profile
-    from .recommend import recommend_ranks
+    from .recommend import _task_type_of, recommend_ranks
+
+    from .checks import check_real, check_whole
 
     start = time.perf_counter()
+    _check_probe_arguments(args)
+    check_whole("--budget", args.budget, 1, optional=True)
+    check_whole("--rank", args.rank, 1, optional=True)
+    check_whole("--min-rank", args.min_rank, 0)
+    check_whole("--max-rank", args.max_rank, 1, optional=True)
+    check_real("--offset", args.offset, 0)
+    if args.target_modules is not None and not all(args.target_modules):
+        raise ValueError(f"--target-modules must name modules, got {args.target_modules!r}")
+    given = load_profile(args.profile) if args.profile else None
     model, tokenizer = _load(args)
-    profile = load_profile(args.profile) if args.profile else _profile(args, model, tokenizer)
+    if args.task_type is not None and args.task_type != _task_type_of(model):
+        raise ValueError(f"--task-type {args.task_type} does not fit {args.model} (a {_task_type_of(model)} model): "
+                         "PEFT could not apply the config; leave --task-type out to use the model's own")
+    profile = given if given is not None else _profile(args, model, tokenizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rank-0 blocks are printed below, with the allocation
         rec = recommend_ranks(model, None, budget=args.budget, rank=args.rank, target_modules=args.target_modules,
@@ -164,18 +215,29 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    forwarded = {"train": "gelora.train", "grid": "gelora.grid", "run": "gelora.pipeline"}
-    if argv and argv[0] in forwarded:  # the existing entry points, with all their flags
-        import importlib
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ImportError, KeyError)
 
-        return importlib.import_module(forwarded[argv[0]]).main(argv[1:])
-    args = parser().parse_args(argv)
+
+def main(argv=None) -> int:
+    """One error path for every subcommand: a user error is one line on stderr and exit 1;
+    `--debug` (anywhere on the line) shows the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    forwarded = {"train": "gelora.train", "grid": "gelora.grid", "run": "gelora.pipeline"}
+    command = argv[0] if argv else None
     try:
+        if command in forwarded:  # the existing entry points, with all their flags
+            import importlib
+
+            return importlib.import_module(forwarded[command]).main(argv[1:])
+        args = parser().parse_args(argv)
         return args.handler(args)
-    except (ValueError, FileNotFoundError, ImportError, KeyError) as err:
-        print(f"gelora {args.command}: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"gelora {command}: {message} (--debug shows the traceback)", file=sys.stderr)
         return 1
 
 

@@ -3,7 +3,7 @@ independent command lines.
 
     python -m gelora.grid --profile gpu                          # one `python -m gelora.train ...` per run
     python -m gelora.grid --profile gpu --launcher accelerate    # `accelerate launch -m gelora.train ...`
-    python -m gelora.grid --profile cpu --missing | xargs -P 2 -I{} sh -c "{}"
+    python -m gelora.grid --profile cpu --missing | xargs -d '\n' -n 1 -P 2 sh -c
     python -m gelora.grid --profile study --sweep --jobs 2      # run the sweep's jobs here, 2 at a time
 
 Each line is a standalone job for a SLURM job array, `xargs -P`, or one process per GPU; nothing
@@ -187,6 +187,13 @@ def main(argv=None) -> int:
             params["processes"] = args.processes
         if args.jobs is not None and (args.launcher != "python" or args.processes != 1):
             raise ValueError("--jobs runs one-process jobs: leave out --launcher and --processes")
+        if not args.sweep and params.get("lr_factors"):  # the comparison's rates come from the sweep's records
+            sweep, _ = notebook_grid(**params, sweep_only=True)
+            unswept = [c for c in sweep if not (Path(c.output_dir) / f"{c.run_id}.json").exists()]
+            if unswept:
+                raise ValueError(f"profile {args.profile!r} chooses its rates by a learning-rate sweep, and {len(unswept)} "
+                                 f"of its {len(sweep)} runs have no record yet: print them with --sweep (or train them "
+                                 "here with --sweep --jobs N) first; this command trains nothing to decide rates")
         configs, _ = notebook_grid(**params, sweep_only=args.sweep)
         if args.sweep and not configs:
             raise ValueError(f"profile {args.profile!r} has no learning-rate sweep (lr_factors is empty)")

@@ -77,6 +77,7 @@ def estimate_update(model: nn.Module, batches: Iterable[Mapping], target_modules
         for batch in batches:
             if seen >= num_samples:
                 break
+            _check_batch(model, batch)
             size = len(batch["input_ids"])
             batch = _truncate(batch, num_samples - seen) if seen + size > num_samples else dict(batch)
             size = len(batch["input_ids"])
@@ -102,8 +103,36 @@ def estimate_update(model: nn.Module, batches: Iterable[Mapping], target_modules
     for name, module in targets.items():
         if _is_conv1d(unwrap(module)):
             sums[name] = sums[name].T.contiguous()
+    bad = sorted(name for name, g in sums.items() if not torch.isfinite(g).all())
+    if bad:
+        raise ValueError(f"the gradients of {len(bad)} target(s) hold NaN or inf (first: {bad[0]}): the model's loss "
+                         "on these batches is not finite; check the inputs and the labels")
+    if all(not g.any() for g in sums.values()):
+        raise ValueError("every target's gradient is zero on these batches: the loss does not depend on the targets "
+                         f"({', '.join(list(sums)[:3])}, ...), so LoRA-SB would start from nothing")
     updates = {name: -lr * torch.sign(g) for name, g in sums.items()}
     return (updates, sums) if return_gradients else updates
+
+
+def _check_batch(model: nn.Module, batch) -> None:
+    """A batch the estimate can use: a mapping with input_ids and labels that fit the model's
+    head (whole class ids in range for a classifier)."""
+    if not isinstance(batch, Mapping):
+        raise ValueError(f"estimate_update needs batches that are mappings (input_ids, attention_mask, labels), got "
+                         f"{type(batch).__name__}: a DataLoader over a tokenised dataset with a data collator yields them")
+    if "input_ids" not in batch or "labels" not in batch:
+        raise ValueError(f"estimate_update needs batches with input_ids and labels, got keys {sorted(batch)}")
+    labels = batch["labels"]
+    num_labels = getattr(model.config, "num_labels", None) if hasattr(model, "config") else None
+    is_classifier = hasattr(model, "config") and getattr(model.config, "problem_type", None) != "regression" and \
+        type(model).__name__.endswith("ForSequenceClassification") and num_labels not in (None, 1)
+    if is_classifier and isinstance(labels, torch.Tensor):
+        if labels.is_floating_point():
+            raise ValueError(f"labels are floats ({labels.dtype}) but the model is a {num_labels}-class classifier: "
+                             "give class ids (torch.long)")
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_labels):
+            raise ValueError(f"labels range over {int(labels.min())}..{int(labels.max())} but the head has {num_labels} "
+                             "classes (0..num_labels-1)")
 
 
 def init_lora_sb(model: nn.Module, update: Mapping[str, torch.Tensor], svd: str = "exact", seed: int = 0,
@@ -158,7 +187,14 @@ def attach_lora_sb(model: nn.Module, batches: Iterable[Mapping], init_lr: float,
     reload with `lora_xs.load_adapter`, hand to plain PEFT with `lora_xs.export_peft_lora`."""
     from .targets import default_targets
 
+    check_real("init_lr", init_lr, 0, open_low=True)
+    check_whole("num_samples", num_samples, 1)
+    check_whole("rank", rank, 1, optional=True)
+    check_real("dropout", dropout, 0, 1)
+    if (rank is None) == (ranks is None):
+        raise ValueError("give exactly one of rank (uniform) or ranks (per block)")
     targets = list(target_modules or default_targets(model))
+    find_targets(model, targets)  # unknown module names fail here, before the gradient pass
     update = estimate_update(model, batches, targets, num_samples, init_lr)
     return apply_lora_sb(model, update, rank=rank, ranks=ranks, target_modules=targets, dropout=dropout,
                          trainable_modules=trainable_modules)

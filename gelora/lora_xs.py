@@ -359,6 +359,10 @@ def _read_adapter(path: Path) -> tuple[LoraXSConfig, dict[str, torch.Tensor]]:
             isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in config.ranks.values()):
         raise ValueError(f"{path / CONFIG_FILE}: ranks must map module names to positive whole numbers, "
                          f"got {config.ranks!r}")
+    known = ("lora_xs", "lora_sb", None)
+    if config.init not in known:
+        raise ValueError(f"{path / CONFIG_FILE}: unknown init {config.init!r}; expected one of {known[:2]} "
+                         "(an adapter saved by this kit, or edited by hand?)")
     if config.weights_sha256 is None or config.base_fingerprint is None:
         raise ValueError(f"{path / CONFIG_FILE} has no weights checksum or base fingerprint: save the adapter again")
     data = (path / WEIGHTS_FILE).read_bytes()

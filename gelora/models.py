@@ -101,6 +101,10 @@ def seeded(seed: int):
         yield
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model")
+MIN_VOCABULARY = 100  # fewer tokens than this is not a language model's tokenizer (transformers builds a 5-token one)
+
+
 def load_tokenizer(name: str):
     """The tokenizer for a model name; tiny models reuse MiniLM's WordPiece vocabulary."""
     if name in BUILTIN:
@@ -108,7 +112,14 @@ def load_tokenizer(name: str):
         if name == "tiny-llama":
             tokenizer.bos_token, tokenizer.eos_token = tokenizer.cls_token, tokenizer.sep_token
         return tokenizer
+    folder = Path(name) if name != PACKAGED_DECODER else None
+    if folder is not None and folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ValueError(f"model folder {folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save it "
+                         "with tokenizer.save_pretrained(folder) next to the model")
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path() if name == PACKAGED_DECODER else name)
+    if len(tokenizer) < MIN_VOCABULARY:
+        raise ValueError(f"the tokenizer of {name!r} has only {len(tokenizer)} tokens: every text would become unknown "
+                         "tokens; the folder was saved without its real tokenizer")
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"tokenizer of {name!r} has neither a pad nor an eos token")

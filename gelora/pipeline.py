@@ -61,6 +61,22 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key repeated in one mapping (PyYAML keeps the last one
+    without a word: a second `04_fine_tuning:` section would silently replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (first on line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_profile(name_or_path: str) -> dict:
     """A profile by name (smoke, cpu, gpu) or by the path of a YAML file."""
     path = Path(name_or_path)
@@ -70,7 +86,7 @@ def load_profile(name_or_path: str) -> dict:
         raise ValueError(f"unknown profile {name_or_path!r}: not one of {available_profiles()} nor a YAML file")
     try:
         with open(path, encoding="utf-8") as handle:  # a file stream: YAML's errors then name it with the line
-            profile = yaml.safe_load(handle)
+            profile = yaml.load(handle, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         raise ValueError(f"profile {path} is not valid YAML: {error}") from None
     except UnicodeDecodeError as error:
@@ -119,6 +135,8 @@ def parse_override(text: str) -> tuple[str | None, str, object]:
         raise ValueError(f"override {text!r} is not name=value")
     key, _, raw = text.partition("=")
     notebook, _, name = key.rpartition(".")
+    if not raw.strip():
+        raise ValueError(f"override {text!r} has no value: write {key}=null for None, {key}='' for an empty string")
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as error:

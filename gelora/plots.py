@@ -380,3 +380,23 @@ def efficiency(tables: dict[str, pd.DataFrame], tolerance: float = 0.01, referen
     fig.tight_layout()
     return fig
 
+
+
+def rate_curves(tables: dict[str, pd.DataFrame]):
+    """Per task (`study_rates.rate_table`): every method's mean validation metric over the selection
+    seeds against its learning rate (log scale), the band from the worst to the best seed, the
+    chosen rate circled; only rates with every selection seed are drawn."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 4.4), squeeze=False, sharey=True)
+    for ax, (task, table) in zip(axes[0], tables.items()):
+        for method, group in table[table["complete"]].groupby("method", sort=False):
+            group = group.sort_values("rate")
+            colour = methods.colours().get(method, "grey")
+            ax.plot(group["rate"], group["mean"], marker=methods.marker(method), color=colour, label=methods.label(method))
+            ax.fill_between(group["rate"], group["min"], group["max"], color=colour, alpha=0.15)
+            chosen = group[group["chosen"]]
+            ax.scatter(chosen["rate"], chosen["mean"], s=160, facecolors="none", edgecolors=colour, linewidths=1.5)
+        ax.set_xscale("log")
+        ax.set(xlabel="learning rate (log scale)", ylabel="validation metric (mean; band: worst to best seed)", title=task)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    fig.tight_layout()
+    return fig

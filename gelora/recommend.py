@@ -81,17 +81,34 @@ def recommend_ranks(model, texts, budget: int | None = None, rank: int | None = 
                     progress: bool = False) -> Recommendation:
     """GeLoRA ranks for `model` (a loaded model with `tokenizer`, or a name/folder) at `budget`
     trainable adapter parameters, or at the budget of uniform LoRA of `rank`."""
+    from .checks import check_real, check_whole
+
     start = time.perf_counter()
     if (budget is None) == (rank is None):
         raise ValueError("give exactly one of budget (trainable adapter parameters) or rank (uniform LoRA's budget)")
+    check_whole("budget", budget, 1, optional=True)
+    check_whole("rank", rank, 1, optional=True)
+    check_whole("min_rank", min_rank, 0)
+    check_whole("max_rank", max_rank, 1, optional=True)
+    check_real("offset", offset, 0)
+    if task_type not in (None, "SEQ_CLS", "CAUSAL_LM"):
+        raise ValueError(f"task_type must be None, 'SEQ_CLS' or 'CAUSAL_LM', got {task_type!r}")
+    if target_modules is not None and (isinstance(target_modules, str) or not list(target_modules)):
+        raise ValueError(f"target_modules must be a non-empty list of module names or None, got {target_modules!r}")
     if isinstance(model, str):
         from .models import load_model
 
         model, tokenizer = load_model(model, "features", seed=seed)
     elif tokenizer is None:
         raise ValueError("a loaded model needs its tokenizer")
+    if task_type is not None and task_type != _task_type_of(model):
+        raise ValueError(f"task_type {task_type!r} does not fit this model ({type(model).__name__}: "
+                         f"{_task_type_of(model)}); PEFT could not apply the written config")
     targets = list(target_modules or default_targets(model))
     shapes = block_shapes(model, targets)
+    if profile is not None and len(profile) != len(shapes) + 1:
+        raise ValueError(f"the ID profile has {len(profile)} layers but the model has {len(shapes)} blocks: it needs "
+                         f"{len(shapes) + 1} (the embeddings and every block's output); was it made for another model?")
     budget = uniform_budget(shapes, rank) if budget is None else budget
     if profile is None:
         profile = id_profile(model, tokenizer, texts, pooling=pooling, estimator=TwoNN(random_state=seed),

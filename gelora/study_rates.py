@@ -151,3 +151,22 @@ def cost(folder: Path, configs: list) -> float:
                 times.setdefault(r["method"], []).append(r["wall_time_s"])
     overall = float(np.mean([t for v in times.values() for t in v])) if times else 60.0
     return float(sum(np.mean(times.get(c.method, [overall])) for c in configs))
+
+
+def flatness(table: pd.DataFrame, factor: float = 2.0) -> pd.DataFrame:
+    """How much each method loses one grid step away from its chosen rate: per method of a
+    `rate_table`, the chosen rate's mean validation, the mean at the complete rates within
+    `factor` of it on either side, and the drop (best minus the worse neighbour): a method that
+    needs little tuning drops little."""
+    rows = []
+    for method, group in table[table["complete"]].groupby("method", sort=False):
+        chosen = group[group["chosen"]]
+        if chosen.empty:
+            continue
+        rate, best = float(chosen["rate"].iloc[0]), float(chosen["mean"].iloc[0])
+        near = group[(group["rate"] != rate) & (group["rate"] >= rate / factor * (1 - 1e-9))
+                     & (group["rate"] <= rate * factor * (1 + 1e-9))]
+        rows.append({"method": method, "rate": rate, "best": best, "neighbours": len(near),
+                     "worst_neighbour": float(near["mean"].min()) if len(near) else np.nan,
+                     "drop": best - float(near["mean"].min()) if len(near) else np.nan})
+    return pd.DataFrame(rows, columns=["method", "rate", "best", "neighbours", "worst_neighbour", "drop"])

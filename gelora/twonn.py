@@ -25,13 +25,20 @@ def _as_tensor(X, device=None) -> torch.Tensor:
     input stays float64, everything else becomes float32) on the chosen device."""
     if isinstance(X, torch.Tensor):
         tensor = X.detach()
+        if tensor.is_meta:
+            raise ValueError("TwoNN needs data, got a meta tensor (it has a shape but no values)")
+        if tensor.dtype == torch.bool or tensor.is_complex() or not (tensor.is_floating_point() or tensor.dtype in (
+                torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+            raise TypeError(f"TwoNN needs real numeric data, got dtype {tensor.dtype}")
     else:
         array = np.asarray(X)
-        if not np.issubdtype(array.dtype, np.number):
-            raise TypeError(f"TwoNN needs numeric data, got dtype {array.dtype}")
+        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+            raise TypeError(f"TwoNN needs real numeric data, got dtype {array.dtype}")
         tensor = torch.from_numpy(np.ascontiguousarray(array))
     if tensor.ndim != 2:
         raise ValueError(f"TwoNN needs a 2-D array (points x features), got shape {tuple(tensor.shape)}")
+    if tensor.shape[1] == 0:
+        raise ValueError(f"TwoNN needs at least one feature, got shape {tuple(tensor.shape)}")
     if device is not None:
         tensor = tensor.to(device)
     if tensor.dtype != torch.float64:

@@ -320,7 +320,7 @@ def _(tmp):
     TwoNN().fit(np.arange(10.0))
 
 
-@case("twonn", "text data", TypeError, r"needs numeric data")
+@case("twonn", "text data", TypeError, r"needs real numeric data")
 def _(tmp):
     TwoNN().fit(np.array([["a", "b"], ["c", "d"]]))
 

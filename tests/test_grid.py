@@ -11,6 +11,7 @@ import pytest
 from gelora import pipeline, train
 from gelora.config import FinetuneConfig
 from gelora.grid import command_line, notebook_grid, profile_parameters
+from gelora.pipeline import repo_root
 from gelora.sweep import best_lrs
 
 METHODS = "04.methods=[lora, lora_sb, gelora]"
@@ -37,13 +38,33 @@ def test_launchers(tmp_path):
         train.finetune(config=configs[1])  # one process never trains a run declared for two
 
 
+def readme_xargs() -> list[str]:
+    """The README's xargs recipe for jobs.txt, as an argument list (`-P 4` as written there)."""
+    line = next(line for line in (repo_root() / "README.md").read_text().splitlines() if line.startswith("xargs "))
+    return shlex.split(line.split("<")[0])
+
+
+README_XARGS = readme_xargs()
+
+
+def test_the_readme_job_recipe_is_safe_with_any_path(tmp_path):
+    """A folder named to break out of the quoting (and one with a space): each job line is run by
+    the README's recipe exactly as written, and no injected command runs."""
+    hostile = [str(tmp_path / "d;touch INJECTED;#"), str(tmp_path / "with space"), str(tmp_path / "q'uote\"$x")]
+    lines = [shlex.join(["printf", "%s\\n", path]) for path in hostile]
+    jobs = subprocess.run(README_XARGS, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert jobs.returncode == 0, jobs.stderr
+    assert sorted(jobs.stdout.splitlines()) == sorted(hostile)
+    assert not (tmp_path / "INJECTED").exists()
+
+
 def test_parallel_jobs_then_the_notebook_trains_nothing(tmp_path):
     run = tmp_path / "run"
     lines = subprocess.run([sys.executable, "-m", "gelora.grid", "--profile", "smoke", "--run-dir", str(run),
                             "-p", METHODS], capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(lines) == 3
-    jobs = subprocess.run(["xargs", "-P", "2", "-I{}", "sh", "-c", "{} > /dev/null"], input="\n".join(lines),
-                          capture_output=True, text=True, timeout=600)
+    jobs = subprocess.run(README_XARGS, input="\n".join(lines), capture_output=True, text=True, timeout=600)
     assert jobs.returncode == 0, jobs.stderr[-2000:]
     results = run / "results"
     before = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
@@ -86,3 +107,17 @@ def test_jobs_train_the_sweep_then_the_grid_and_a_rerun_trains_nothing(tmp_path,
     capsys.readouterr()
     assert main([*args, "--missing"]) == 0 and capsys.readouterr().out == ""  # nothing left to run
     assert main(["--profile", "smoke", "--run-dir", str(tmp_path), "--sweep"]) == 1  # smoke has no sweep
+
+
+def test_printing_a_swept_grid_trains_nothing(tmp_path):
+    """A profile whose rates come from a sweep: printing the comparison before the sweep has run
+    is refused (it used to train the whole sweep in-process while saying it schedules nothing)."""
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "gelora.grid", "--profile", "smoke", "--run-dir", str(run), "-p", METHODS,
+            "-p", "04.lr_factors=[1, 2]"]
+    refused = subprocess.run(args, capture_output=True, text=True)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "6 of its 6 runs have no record yet: print them with --sweep" in refused.stderr  # 3 methods x 2 rates
+    assert not list(run.rglob("*.json"))  # nothing trained
+    sweep = subprocess.run([*args, "--sweep"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(sweep) == 6 and all("gelora.train" in line for line in sweep)
