@@ -120,10 +120,9 @@ def profile_command(args) -> int:
 
 
 def recommend_command(args) -> int:
+    from .checks import check_real, check_whole
     from .probe import load_profile, save_profile
     from .recommend import _task_type_of, recommend_ranks
-
-    from .checks import check_real, check_whole
 
     start = time.perf_counter()
     _check_probe_arguments(args)

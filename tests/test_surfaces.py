@@ -97,7 +97,8 @@ def _(tmp):
 
 # ---------------------------------------------------------------- profiles and overrides
 
-@case("profiles", "a section given twice", ValueError, r"key '04_fine_tuning' appears twice in one mapping \(first on line 2\)\s+in .*p.yaml\", line 4")
+@case("profiles", "a section given twice", ValueError,
+      r"key '04_fine_tuning' appears twice in one mapping \(first on line 2\)\s+in .*p.yaml\", line 4")
 def _(tmp):
     from gelora.pipeline import load_profile
 
