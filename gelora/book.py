@@ -1,33 +1,46 @@
-"""The reference run as a static site a reader opens without a kernel.
+"""The reference runs as a book: a Sphinx site from the committed executed notebooks.
 
     make book                                   # python -m gelora.book
-    python -m gelora.book --run results/cpu --out build/book
+    python -m gelora.book --run results/cpu --run results/cpu-llm --out build/book
 
-Each executed notebook of the run (results/cpu/executed/, committed) becomes one HTML page with
-nbconvert, Jupyter's own converter: outputs and figures as the run left them, nothing executed,
-nothing downloaded (the pages embed their figures and need no network). An index page puts the
-story in order, with each notebook's summary, and the solutions and the teachers' guide follow.
-nbconvert rather than Jupyter Book or Quarto: it is already installed with Jupyter, renders exactly
-what the notebooks hold, and needs no Node, Sphinx or Quarto toolchain on an offline machine.
+Sphinx with myst-nb and the book theme (execution off: every output is what the run left): a
+sidebar with the chapters, previous/next, an in-page contents, full-text search, numbered figures
+with captions and alt text, parameter and set-up cells folded, and the guide and solutions as pages. Math is
+typeset by a copy of MathJax 3 served from the site itself (the `django-static-mathjax` wheel
+ships it; `make setup` installs it with --no-deps, it is never imported), so the book works on an
+offline laptop. `tests/test_book.py` opens it in headless Chromium with the network off.
 """
 from __future__ import annotations
 
 import argparse
-import html
+import importlib.util
 import json
+import re
+import shutil
 import sys
 from pathlib import Path
 
 import nbformat
-from nbconvert import HTMLExporter
-from nbconvert.filters import markdown2html
 
+from . import plots
 from .pipeline import repo_root, resolve, shown
 
-EXTRA_PAGES = {"SOLUTIONS": "notebooks/SOLUTIONS.md", "TEACHING": "docs/TEACHING.md"}
-STYLE = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.5}"
-         "nav.gelora{font-family:system-ui,sans-serif;padding:.6rem 1rem;background:#f3f3f3;border-bottom:1px solid #ddd}"
-         "nav.gelora a{margin-right:1.2rem}")
+RUNS = {"results/cpu": "The encoder run: MiniLM on movie sentences",
+        "results/cpu-llm": "The decoder run: SmolLM2-135M on arithmetic"}
+EXTRA_PAGES = {"teaching": ("docs/TEACHING.md", "For teachers"), "solutions": ("notebooks/SOLUTIONS.md", "Solutions")}
+MATHJAX = "static/mathjax/es5/tex-svg.js"  # inside the `mathjax` folder of django-static-mathjax: one file, fonts as SVG
+FOLDED = {"parameters", "injected-parameters"}  # papermill's tags: the run's settings, folded
+
+
+def mathjax_file() -> Path:
+    """The local MathJax 3 bundle (the site serves it; no CDN)."""
+    spec = importlib.util.find_spec("mathjax")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(locations[0]) / MATHJAX if locations else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError("the offline MathJax bundle is missing: pip install --no-deps django-static-mathjax==3.2.2.1 "
+                                "(make setup does)")
+    return path
 
 
 def executed_notebooks(run: Path) -> list[Path]:
@@ -43,71 +56,146 @@ def executed_notebooks(run: Path) -> list[Path]:
     return found
 
 
-def _summary(book) -> tuple[str, str]:
-    """A notebook's title (its first heading) and its 'What this notebook shows' paragraph."""
-    first = book.cells[0].source if book.cells and book.cells[0].cell_type == "markdown" else ""
-    lines = first.splitlines()
-    title = next((line.lstrip("# ") for line in lines if line.startswith("#")), "")
-    paragraphs = [p for p in first.split("\n\n") if p.startswith("**What this notebook shows.**")]
-    return title, paragraphs[0] if paragraphs else ""
+def _first_sentence(text: str, limit: int = 280) -> str:
+    """The first sentence of a cell's prose, headings, tables and lists left out."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith(("#", "|", "- ", "```"))]
+    text = re.sub(r"\s+", " ", re.sub(r"[*`]", "", " ".join(lines))).strip()
+    sentence = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+    return sentence if len(sentence) <= limit else sentence[:limit].rsplit(" ", 1)[0] + " ..."
 
 
-def _nav(pages: list[tuple[str, str]], here: str) -> str:
-    links = " ".join(f'<a href="{href}"{" style=font-weight:bold" if href == here else ""}>{html.escape(label)}</a>'
-                     for href, label in pages)
-    return f'<nav class="gelora">{links}</nav>'
+def _markdown_of(cell) -> str:
+    """The prose a cell shows: its source if markdown, else its Markdown or text outputs."""
+    if cell.cell_type == "markdown":
+        return cell.source
+    for output in cell.get("outputs", []):
+        data = output.get("data", {})
+        if "text/markdown" in data:
+            return data["text/markdown"]
+        if output.get("output_type") == "stream" and output.get("name") == "stdout":
+            return output.get("text", "")
+    return ""
 
 
-def build(run_dir: str | Path = "results/cpu", out_dir: str | Path = "build/book") -> list[Path]:
-    """Write index.html, one page per executed notebook and the extra pages. Returns the files."""
-    run, out = resolve(run_dir), resolve(out_dir)
-    paths = executed_notebooks(run)
-    out.mkdir(parents=True, exist_ok=True)
-    exporter = HTMLExporter(template_name="lab")
-    books = {p.stem: nbformat.read(str(p), as_version=4) for p in paths}
-    extras = {name: repo_root() / rel for name, rel in EXTRA_PAGES.items() if (repo_root() / rel).is_file()}
-    pages = [("index.html", "Contents"), *[(f"{stem}.html", stem[:2]) for stem in books],
-             *[(f"{name.lower()}.html", name.capitalize()) for name in extras]]
-    written = []
-    for stem, book in books.items():
-        body, _ = exporter.from_notebook_node(book)
-        head, _, rest = body.partition("<body")  # the navigation bar goes right after <body ...>
-        tag_end = rest.index(">") + 1
-        body = f"{head}<body{rest[:tag_end]}{_nav(pages, f'{stem}.html')}{rest[tag_end:]}"
-        written.append(out / f"{stem}.html")
-        written[-1].write_text(body)
-    for name, source in extras.items():
-        page = _page(name.capitalize(), markdown2html(source.read_text()), _nav(pages, f"{name.lower()}.html"))
-        written.append(out / f"{name.lower()}.html")
-        written[-1].write_text(page)
-    items = []
-    for stem, book in books.items():
-        title, summary = _summary(book)
-        items.append(f'<li><a href="{stem}.html"><b>{html.escape(title)}</b></a>{markdown2html(summary)}</li>')
-    intro = ("<p>The reference run of the kit (the <code>cpu</code> profile), executed and published as it ran: "
-             f"every output and figure below comes from <code>{html.escape(shown(run))}</code>. Nothing here runs "
-             "code; to rerun, see the README.</p>")
-    written.append(out / "index.html")
-    written[-1].write_text(_page("gelora: the reference run", f"{intro}<ol>{''.join(items)}</ol>", _nav(pages, "index.html")))
-    return written
+def prepare(book, stem: str):
+    """A notebook made ready for the book: parameter cells folded, and every figure numbered with a
+    caption and alt text: what the `gelora.plots` function that drew it says it draws (else the
+    sentence that follows the figure). A figure shares its cell with nothing: other outputs stay in the code cell, the image
+    moves to a cell of its own right after it (myst-nb puts a cell's caption on every output)."""
+    title = next((line.lstrip("# ") for line in book.cells[0].source.splitlines() if line.startswith("#")), stem)
+    cells, figure, setup_folded = [], 0, False
+    for i, cell in enumerate(book.cells):
+        cells.append(cell)
+        if cell.cell_type != "code":
+            continue
+        tags = set(cell.metadata.get("tags", []))
+        if tags & FOLDED:
+            cell.metadata["tags"] = sorted(tags | {"hide-cell"})
+        elif not setup_folded:  # the imports and set-up before the story starts: folded, outputs shown
+            cell.metadata["tags"], setup_folded = sorted(tags | {"hide-input"}), True
+        drawn = [getattr(plots, name, None) for name in re.findall(r"plots\.(\w+)\(", cell.source)
+                 if name not in ("save", "set_style", "palette")]
+        following = [_markdown_of(cell), *(_markdown_of(c) for c in book.cells[i + 1:i + 3])]
+        sentences = [_first_sentence(f.__doc__) for f in drawn if f is not None and f.__doc__]  # what it draws
+        sentences += [_first_sentence(t) for t in following if t.strip()]
+        images = [o for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        cell.outputs = [o for o in cell.get("outputs", []) if "image/png" not in o.get("data", {})]
+        for image in images:
+            figure += 1
+            caption = next((s for s in sentences if s[:1].isalnum()), f"Figure {figure} of {title}.")
+            cells.append(nbformat.v4.new_code_cell(f"# figure {figure}", outputs=[image], metadata={
+                "tags": ["remove-input"],
+                "mystnb": {"figure": {"caption": caption, "name": f"fig-{stem}-{figure}"},
+                           "image": {"alt": f"{title}, figure {figure}: {caption}"}}}))
+    book.cells = cells
+    return book
 
 
-def _page(title: str, body: str, nav: str) -> str:
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{nav}<h1>{html.escape(title)}</h1>{body}</body></html>\n")
+CONF = '''# Generated by gelora.book: the book's Sphinx settings (execution off, math served locally).
+project = "gelora"
+author = "the gelora team"
+extensions = ["myst_nb"]
+nb_execution_mode = "off"
+nb_merge_streams = True
+myst_enable_extensions = ["dollarmath", "amsmath"]
+numfig = True
+numfig_format = {{"figure": "Figure %s"}}
+html_theme = "sphinx_book_theme"
+html_title = "gelora: the reference runs"
+html_static_path = ["_static"]
+mathjax_path = "mathjax/tex-svg.js"
+mathjax3_config = {{"svg": {{"fontCache": "global"}}}}
+html_theme_options = {{"show_toc_level": 2, "use_download_button": False, "use_fullscreen_button": False,
+                      "navigation_with_keys": False, "show_navbar_depth": 2}}
+html_sidebars = {{"**": ["navbar-logo.html", "sbt-sidebar-nav.html"]}}
+exclude_patterns = ["_build"]
+suppress_warnings = ["mystnb.unknown_mime_type", "misc.highlighting_failure", "myst.header"]
+html_last_updated_fmt = None
+html_show_sourcelink = False
+html_copy_source = False
+'''
+
+
+def source_tree(runs: list[Path], src: Path) -> Path:
+    """The Sphinx source folder: conf.py, the index with one chapter per run, the prepared
+    notebooks, the guide and the solutions, and the MathJax bundle in _static."""
+    if src.exists():
+        shutil.rmtree(src)
+    (src / "_static" / "mathjax").mkdir(parents=True)
+    shutil.copy(mathjax_file(), src / "_static" / "mathjax" / "tex-svg.js")
+    shutil.copy(mathjax_file().parent.parent / "LICENSE", src / "_static" / "mathjax" / "LICENSE")
+    (src / "conf.py").write_text(CONF.format())
+    chapters = []
+    for run in runs:
+        folder = run.name
+        (src / folder).mkdir()
+        entries = []
+        for path in executed_notebooks(run):
+            book = prepare(nbformat.read(str(path), as_version=4), f"{folder}-{path.stem[:2]}")
+            nbformat.write(book, str(src / folder / path.name))
+            entries.append(f"{folder}/{path.stem}")
+        caption = RUNS.get(shown(run), f"The run in {shown(run)}")
+        chapters.append(f"```{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n" + "\n".join(entries) + "\n```\n")
+    for name, (relative, _) in EXTRA_PAGES.items():
+        text = (repo_root() / relative).read_text()
+        text = text.replace("../notebooks/SOLUTIONS.md", "solutions.md").replace("../README.md", "#")
+        (src / f"{name}.md").write_text(text)
+    guide = "```{toctree}\n:caption: Teaching\n:maxdepth: 1\n\n" + "\n".join(EXTRA_PAGES) + "\n```\n"
+    intro = ("# gelora: the reference runs\n\nThe kit's reference runs, executed and published as they ran: every "
+             "output and figure comes from the committed executed notebooks (" + ", ".join(f"`{shown(r)}`" for r in runs)
+             + "). Nothing here runs code, and the book needs no network: the math is typeset by a copy of MathJax "
+             "served from the site itself. To rerun anything, see the README.\n\n")
+    (src / "index.md").write_text(intro + "\n".join(chapters) + "\n" + guide)
+    return src
+
+
+def build(runs=tuple(RUNS), out_dir: str | Path = "build/book") -> Path:
+    """Build the site into `out_dir` (its index.html is the entry). Returns that index."""
+    from sphinx.cmd.build import build_main
+
+    paths = [resolve(r) for r in ([runs] if isinstance(runs, (str, Path)) else runs)]
+    out = resolve(out_dir)
+    src = source_tree(paths, out.parent / f"{out.name}-source")
+    if out.exists():
+        shutil.rmtree(out)
+    status = build_main(["-b", "html", "-q", "-E", str(src), str(out)])
+    if status:
+        raise RuntimeError(f"sphinx-build failed (exit {status}) on {shown(src)}")
+    return out / "index.html"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gelora.book", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", default="results/cpu", help="run folder whose executed/ notebooks are published")
+    parser.add_argument("--run", action="append", default=None,
+                        help=f"a run folder whose executed/ notebooks become a chapter (repeatable; default: {', '.join(RUNS)})")
     parser.add_argument("--out", default="build/book", help="site folder (index.html is its entry)")
     args = parser.parse_args(argv)
     try:
-        written = build(args.run, args.out)
-    except (FileNotFoundError, ValueError) as err:
+        index = build(args.run or tuple(RUNS), args.out)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"book error: {err}", file=sys.stderr)
         return 1
-    print(f"wrote {len(written)} pages; open {shown(resolve(args.out) / 'index.html')}")
+    print(f"wrote the book; open {shown(index)}")
     return 0
 
 

@@ -288,8 +288,8 @@ def cost(summary: pd.DataFrame):
 
 def claims(table: pd.DataFrame, title: str = "The papers' claims: paired difference with its 95% interval"):
     """One row per claim, one point per task: the paired difference (method - reference) with its
-    bootstrap interval (bars: 2.5 and 97.5 percentiles), in the claim's method colour; a bar that
-    crosses 0 is not resolved."""
+    95 % interval (`stats.paired_interval`: seeds and test examples both counted as samples), in the
+    claim's method colour; a bar that crosses 0 is not resolved."""
     claims_order = list(dict.fromkeys(table["claim"]))
     tasks = list(dict.fromkeys(table["task"])) if "task" in table else [""]
     fig, ax = plt.subplots(figsize=(9, 0.7 * len(claims_order) + 1.6))
