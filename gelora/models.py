@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -54,11 +56,38 @@ def model_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("GELORA_CACHE") or Path.home() / ".cache" / "gelora")
 
 
+CACHE_MANIFEST = "gelora-manifest.json"  # sha256 of every file of a dequantised copy, written when it was made
+_VERIFIED: dict = {}
+
+
+def _cache_damage(folder: Path) -> str | None:
+    """What is wrong with a cached model folder (None: every file is there with the sha256 its
+    manifest gives; checked once per process and file state)."""
+    from .data import file_sha256
+
+    manifest_path = folder / CACHE_MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return f"no readable {CACHE_MANIFEST}"
+    for name, digest in manifest.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        key = (str(path), path.stat().st_size, path.stat().st_mtime_ns)
+        if _VERIFIED.get(key) != digest:
+            if file_sha256(path) != digest:
+                return f"{name} does not match its sha256"
+            _VERIFIED[key] = digest
+    return None
+
+
 def smollm2_path(cache_dir: str | os.PathLike | None = None) -> Path:
     """A float32 copy of SmolLM2-135M-Instruct with its tokenizer and chat template, dequantised
     once from the packaged GGUF file (about 15-30 s) into <cache>/smollm2-<sha256 of the file>/,
     then reloaded from there (a fraction of a second). Written to a temporary folder and renamed,
-    so processes that start together never read a half-written copy."""
+    so processes that start together never read a half-written copy; its files are checked against
+    the sha256s written with them, and a damaged copy is rebuilt with a warning."""
     import shutil
     import tempfile
 
@@ -66,9 +95,20 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None) -> Path:
 
     gguf = smollm2_gguf()
     folder = model_cache_dir(cache_dir) / f"smollm2-{file_sha256(gguf)[:16]}"
-    if (folder / "config.json").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.is_dir():
+        damage = _cache_damage(folder)
+        if damage is None:
+            return folder
+        warnings.warn(f"the SmolLM2 cache {folder} is damaged ({damage}): rebuilding it from the packaged file",
+                      stacklevel=2)
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder.parent):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write the SmolLM2 cache in {folder.parent} ({error.strerror or error}): set "
+                         "GELORA_CACHE to a writable folder") from None
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's own dequantisation bar
@@ -83,6 +123,8 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None) -> Path:
     try:
         model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
+        manifest = {p.name: file_sha256(p) for p in sorted(scratch.iterdir()) if p.is_file()}
+        (scratch / CACHE_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         try:
             scratch.rename(folder)
         except OSError:  # another process finished first: its copy is the same

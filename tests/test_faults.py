@@ -8,6 +8,7 @@ result itself.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -35,6 +36,21 @@ from gelora.twonn import TwoNN, fit_mu
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = []
+
+
+@contextlib.contextmanager
+def environment(**values):
+    """Set environment variables for a block and put back exactly what was there before."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def case(area: str, name: str, error=None, match: str = ""):
@@ -207,11 +223,8 @@ def _(tmp):
     shutil.copytree(ROOT / "data", tmp / "data")
     path = tmp / "data" / "trec6" / "test.csv"
     path.write_text(path.read_text().replace("HUM", "LOC", 1))
-    os.environ["GELORA_DATA_DIR"] = str(tmp / "data")
-    try:
+    with environment(GELORA_DATA_DIR=str(tmp / "data")):
         load_dataset("trec6", "test")
-    finally:
-        del os.environ["GELORA_DATA_DIR"]
 
 
 @case("data", "a subset larger than the split", ValueError, r"asked for 100 examples but .* has only 12")
@@ -697,11 +710,8 @@ def _(tmp):
 @case("harness", "the world size is part of the identity")
 def _(tmp):
     single = config(tmp).run_id
-    os.environ["WORLD_SIZE"] = "2"
-    try:
+    with environment(WORLD_SIZE="2"):
         assert config(tmp).run_id != single
-    finally:
-        del os.environ["WORLD_SIZE"]
 
 
 @case("harness", "a NaN loss stops the run", FloatingPointError, r"loss is nan at step 3: the run diverged")
@@ -849,7 +859,9 @@ def _(tmp):
 
 def test_the_table_is_large_enough():
     areas = {p.id.split(":")[0] for p in CASES}
-    assert len(CASES) >= 60 and areas == {"data", "twonn", "probe", "ranks", "adapters", "harness", "pipeline"}
+    names = [p.id for p in CASES]
+    assert len(names) == len(set(names)) == Path(__file__).read_text().count("\n@case(")  # every row registered once
+    assert areas == {"data", "twonn", "probe", "ranks", "adapters", "harness", "pipeline"}
 
 
 @pytest.mark.parametrize("action, expected", CASES)

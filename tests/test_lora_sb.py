@@ -127,14 +127,18 @@ def test_step_zero_equals_the_base_model_plus_the_truncation(adapted, batches):
 
 def test_only_the_cores_and_the_head_train(adapted, batches):
     model, _, _ = adapted
-    model.requires_grad_(True)  # what PEFT's set_adapter or a careless call does: B and A stay frozen
-    model.requires_grad_(False)
-    for layer in adapter_layers(model).values():
-        layer.lora_R.requires_grad_(True)
-    model.classifier.requires_grad_(True)
+    # as attached: only the cores and the head are trainable (the flags as the library set them)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert all(n.endswith("lora_R") or n.startswith("classifier.") for n in trainable)
+    assert trainable and all(n.endswith("lora_R") or n.startswith("classifier.") for n in trainable)
+    assert any(n.endswith("lora_R") for n in trainable) and any(n.startswith("classifier.") for n in trainable)
+    # B and A are buffers: even unfreezing everything (what PEFT's set_adapter or a careless call does)
+    # cannot make them trainable
+    model.requires_grad_(True)
     assert not any("lora_A" in n or "lora_B" in n for n, _ in model.named_parameters())
+    assert any("lora_A" in n for n, _ in model.named_buffers()) and any("lora_B" in n for n, _ in model.named_buffers())
+    model.requires_grad_(False)
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in trainable)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
     model.train()

@@ -28,6 +28,26 @@ def test_the_cached_copy_computes_what_the_gguf_file_computes(tmp_path, monkeypa
     ids = tokenizer("The quick brown fox jumps over the lazy dog", return_tensors="pt")
     with torch.no_grad():
         assert torch.equal(model(**ids).logits, reference(**ids).logits)
+    # damaged copies are caught by the sha256s written with them, and rebuilt
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)  # zeroed bytes inside the weights
+    weights.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="model.safetensors does not match its sha256"):
+        assert models.smollm2_path() == folder
+    (folder / "tokenizer.json").unlink()
+    with pytest.warns(UserWarning, match="tokenizer.json is missing"):
+        again, _ = models.load_model("smollm2", "generation")
+    with torch.no_grad():
+        assert torch.equal(again(**ids).logits, reference(**ids).logits)
+
+
+def test_an_unwritable_cache_is_named_before_the_work(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("GELORA_CACHE", str(blocked / "cache"))
+    with pytest.raises(ValueError, match=r"cannot write the SmolLM2 cache in .*file/cache.*set GELORA_CACHE"):
+        models.smollm2_path()
 
 
 def test_it_answers_through_its_chat_template():

@@ -76,6 +76,17 @@ def test_record_contents(records, tmp_path):
         assert key in record
     assert record["config"]["seed"] == 0 and record["config"]["lr"] == LRS["gelora_sb"]
     assert {"accuracy", "f1", "mcc"} <= set(record["final"])
+    # the test metrics are what sklearn computes from the run's own predictions and labels
+    from pathlib import Path
+
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    with np.load(Path(record["config"]["output_dir"]) / record["predictions"]["file"]) as stored:
+        predicted, labels, scores = stored["prediction"], stored["label"], stored["score"]
+    assert record["test"]["accuracy"] == pytest.approx(accuracy_score(labels, predicted), abs=1e-12)
+    assert record["test"]["accuracy"] == pytest.approx(float(scores.mean()), abs=1e-6)
+    assert record["test"]["f1"] == pytest.approx(f1_score(labels, predicted), abs=1e-12)
+    assert record["test"]["mcc"] == pytest.approx(matthews_corrcoef(labels, predicted), abs=1e-12)
     assert record["versions"]["torch"] == torch.__version__
     assert records["adalora"]["final_ranks"] and records["adalora"]["effective_adapter_params"] > 0
 
@@ -128,7 +139,13 @@ def test_bad_inputs_raise(tmp_path):
 def test_regression_reports_correlations(tmp_path):
     record = finetune("lora", output_dir=str(tmp_path), lr=2e-2, **dict(TINY, dataset="movie-rating", epochs=1))
     assert record["task"] == "regression" and record["metric"] == "pearson"
-    assert {"pearson", "spearman", "mse"} <= set(record["test"])
+    from scipy import stats
+
+    with np.load(tmp_path / record["predictions"]["file"]) as stored:
+        predicted, labels = stored["prediction"].reshape(-1), stored["label"]
+    assert record["test"]["pearson"] == pytest.approx(stats.pearsonr(predicted, labels)[0], abs=1e-6)
+    assert record["test"]["spearman"] == pytest.approx(stats.spearmanr(predicted, labels)[0], abs=1e-6)
+    assert record["test"]["mse"] == pytest.approx(float(np.mean((predicted - labels) ** 2)), abs=1e-6)
 
 
 def test_causal_lm_masks_the_prompt_and_trains(tmp_path):
