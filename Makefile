@@ -38,17 +38,20 @@ lint: setup
 clean-runs:
 	rm -rf runs
 
-# The study (gelora/profiles/study*.yaml): each task's learning-rate sweep, then its comparison
-# runs, two one-thread jobs at a time, then notebook 02 on its profile (the rank intervals that
-# notebook 06 reads), then the parameter-efficiency curve (its reference's rate confirmed at full
-# length, each point's learning-rate sweep, then three seeds) and the per-block rank sweep;
-# finished runs are kept, so an interrupted study resumes. About 2 hours 25 minutes on 2 cores;
-# notebooks 05 and 06 and the README read its committed results/study/.
+# The study (gelora/profiles/study*.yaml): each task's comparison runs, two one-thread jobs at a
+# time, then every method's learning rate chosen by the full-length protocol (docs/STATISTICS.md:
+# a factor-2 grid, seeds 0-2 per rate, extended until a worse neighbour on each side; `--plan`
+# prints what is left and its estimated hours first), then notebook 02 on its profile (the rank
+# intervals that notebook 06 reads), the parameter-efficiency curve and the per-block rank sweep.
+# Finished runs are kept, so an interrupted study resumes where it stopped; notebooks 05 and 06
+# and the README read its committed results/study/.
 study: setup
 	for p in study study-trec6; do \
-	  $(PY) -m gelora.grid --profile $$p --sweep --jobs 2 && $(PY) -m gelora.grid --profile $$p --jobs 2 \
-	    && $(PY) -m gelora.pipeline --profile $$p --only 02 --no-progress || exit 1; \
+	  $(PY) -m gelora.grid --profile $$p --sweep --jobs 2 && $(PY) -m gelora.grid --profile $$p --jobs 2 || exit 1; \
 	done
+	$(PY) -m gelora.study --tune trec6 movie-sentiment --plan
+	$(PY) -m gelora.study --tune trec6 movie-sentiment --jobs 2
+	for p in study study-trec6; do $(PY) -m gelora.pipeline --profile $$p --only 02 --no-progress || exit 1; done
 	$(PY) -m gelora.study --efficiency --block-sweep
 	$(PY) -m gelora.study --readme
 
