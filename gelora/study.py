@@ -297,6 +297,8 @@ def readme_section(study_dir: str | Path = STUDY_DIR) -> str:
              "|:--|" + ":--|" * len(tasks) + ":--|"]
     for claim, group in table.groupby("claim", sort=False):
         cells = " | ".join(f"**{r.verdict}** {_interval(r)}; detects {r.detectable:.3f}"
+                           + (f"; seeds {r.seeds} only ({r.seeds_left_out} left out: one method lacks it)"
+                              if r.seeds_left_out else "")
                            for r in group.set_index("task").reindex(tasks).itertuples())
         lines.append(f"| {claim} | {cells} | {group['paper'].iloc[0]} |")
     seeds = ", ".join(f"{t}: {g['seeds'].iloc[0]} ({g['examples'].iloc[0]:,} test examples)"
