@@ -21,7 +21,7 @@ from scipy import stats as scipy_stats
 from .checks import check_real, check_whole
 
 VERDICTS = ("better", "worse", "not resolved")
-MIN_EXAMPLES = 10  # fewer paired examples give no interval worth stating
+MIN_EXAMPLES = 5  # fewer paired examples give no interval worth stating (the t quantile handles small samples above it)
 POWER = 0.8  # the power at which `IntervalResult.detectable` is stated
 
 

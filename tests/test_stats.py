@@ -97,21 +97,21 @@ def test_tiny_or_degenerate_samples_are_refused():
     with pytest.raises(ValueError, match=f"at least {MIN_EXAMPLES} test examples, got 1"):
         paired_interval([1.0], [0.0])
     with pytest.raises(ValueError, match=f"at least {MIN_EXAMPLES} test examples, got 3"):
-        paired_bootstrap([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
+        paired_bootstrap([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])  # three all one way: no longer "better"
     with pytest.raises(ValueError, match="every paired difference is \\+1: no variation"):
         paired_interval(np.ones((2, 20)), np.zeros((2, 20)))
 
 
 def test_compare_to_reference_and_bad_inputs():
     rng = np.random.default_rng(5)
-    base = (rng.random((2, 50)) < 0.5).astype(float)
+    base = (rng.random((5, 50)) < 0.5).astype(float)
     worse = base.copy()
     worse[:, :30] = 0
     scores = {"lora": base, "gelora": base.copy(), "full": worse}
     table = compare_to_reference(scores, "lora")
     assert table.set_index("method")["verdict"].to_dict() == {"gelora": "not resolved", "full": "worse"}
     with pytest.raises(ValueError, match="same seeds and examples"):
-        paired_interval(np.ones((2, 50)), np.ones((3, 50)))
+        paired_interval(np.ones((5, 50)), np.ones((3, 50)))
     with pytest.raises(ValueError, match="NaN"):
         paired_interval([1.0, np.nan] * 10, [1.0, 0.0] * 10)
     with pytest.raises(ValueError, match="reference 'eva' is not among"):
