@@ -118,16 +118,22 @@ UNSTABLE_STD = 0.05  # seed-to-seed standard deviation of the test metric that t
 
 
 def _study_settings(folder: Path):
-    """The study's own settings (its LoRA record), every method's chosen rate, and the sweep's
+    """The study's own settings (its LoRA record), every method's rate as the short sweep chose it
+    (`lr_sweep.csv`: the rate the efficiency points and the per-block sweep were built around, so
+    their runs keep their names when the protocol moves a comparison's rate), and the sweep's
     training-set size: what the extra runs of a task start from."""
     from .config import FinetuneConfig
+    from .sweep import best_lrs
 
     records = task_records(folder)
     base = FinetuneConfig(**next(r for r in records if r["method"] == "lora")["config"])
     sweep = load_records(folder / "lr_sweep")
     if not sweep:
         raise FileNotFoundError(f"{folder / 'lr_sweep'} holds no sweep records: run the study's sweep first")
-    return base, {r["method"]: r["lr"] for r in records}, sweep[0]["config"]["n_train"]
+    rates = {r["method"]: r["lr"] for r in records}  # a study without a sweep table: the comparison's rates
+    if (folder / "lr_sweep.csv").is_file():
+        rates.update(best_lrs(pd.read_csv(folder / "lr_sweep.csv")))
+    return base, rates, sweep[0]["config"]["n_train"]
 
 
 def _run(base, folder: Path, sub: str, **changes):
@@ -266,6 +272,7 @@ def efficiency(folder: Path, reference: str = "lora", tolerance: float = 0.01, p
                      "worst_seed": float(a.mean(axis=1).min())})
     table = pd.DataFrame(rows).sort_values("adapter_params").reset_index(drop=True)
     table.attrs["reference"] = {k: v for k, v in choice.items() if k in ("lr", "sweep_lr", "validation")}
+    table.attrs["reference"]["chosen_by"] = rate_provenance(folder).get(reference, "")
     return table
 
 
@@ -393,8 +400,11 @@ def point_label(point: str) -> str:
     return f"{registry.label(method)} r={rank}" if rank else registry.label(method)
 
 
-def _reference_text(ref: dict) -> str:
-    """The curve's reference in words: its rate and how it was confirmed at full length."""
+def reference_text(ref: dict) -> str:
+    """The curve's reference in words: its rate and how it was chosen (the full-length protocol, or
+    the short sweep confirmed at full length against other rates)."""
+    if ref.get("chosen_by", "").startswith("protocol"):
+        return f"LoRA r = 8 at lr {ref['lr']:.3g}, chosen at full length by the rate protocol ({ref['chosen_by']})"
     others = ", ".join(f"{v:.3f} at {lr:.3g}" for lr, v in ref["validation"].items() if lr != ref["lr"])
     if len(ref["validation"]) == 1:
         return f"LoRA r = 8 at the sweep's lr {ref['lr']:.3g}, not yet confirmed at full length"
@@ -446,7 +456,7 @@ def direct_tests(study_dir: str | Path = STUDY_DIR, need: str = "energy_rank_90"
                         + bound_words(table["bound_high"], table["trained_need"], v["trained_lower_bound_holds"], grid_low)
                         + f", Spearman {v['trained_spearman']:+.2f})" if trained is not None else
                         f"the per-block sweep is not trained yet (`python -m gelora.study --block-sweep {task}`)")
-        ref_text = _reference_text(curve.attrs["reference"])
+        ref_text = reference_text(curve.attrs["reference"])
         lines += [f"- **{task}**. *Bound vs need*: the bound's interval reaches at most {table['bound_high'].max():.2f} "
                   f"ranks; full fine-tuning's updates used {table[need].min():.0f}-{table[need].max():.0f} ({need}; "
                   + bound_words(table["bound_high"], table[need], v["lower_bound_holds"])

@@ -150,10 +150,10 @@ def test_the_reference_rate_is_confirmed_at_full_length(fake_study, validation):
     if validation > 0.75:  # the lower rate wins: every point is paired with the always-right runs
         assert reference["lr"] == pytest.approx(4e-4) and table.loc["lora_sb@8", "difference"] == -0.5
         assert table.loc["lora", "verdict"] == "worse" and table.loc["lora", "lr"] == 2e-3
-        assert "not the sweep's 0.002" in study._reference_text(reference)
+        assert "not the sweep's 0.002" in study.reference_text(reference)
     else:  # a tie keeps the sweep's choice, and the study's LoRA is not compared with itself
         assert reference["lr"] == 2e-3 and table.loc["lora_sb@8", "difference"] == 0 and "lora" not in table.index
-        assert "the sweep's choice, confirmed" in study._reference_text(reference)
+        assert "the sweep's choice, confirmed" in study.reference_text(reference)
 
 
 def test_block_sweep_adapts_one_block_at_a_time(fake_study):
