@@ -194,3 +194,25 @@ def test_records_of_one_grid_only(fake_study):
     assert sorted(r["method"] for r in chosen) == ["gelora", "lora_sb"]
     with pytest.raises(FileNotFoundError, match="lacks the record"):
         load_records(folder, run_ids=["task__m__lora__seed9__r8"])
+
+
+def test_committed_verdicts_agree_with_a_t_interval_on_seed_means():
+    """Every resolved claim of the committed study is also resolved, the same way, by the plain t
+    interval on the seed means (t with S - 1 degrees of freedom), and the verdicts are the same on
+    every call (a closed form: no resampling seed)."""
+    from scipy import stats as scipy_stats
+
+    from gelora.results import CLAIMS, paired_arrays, paired_scores
+
+    table = study.claims()
+    assert table.equals(study.claims())
+    for task, folder in study.task_folders().items():
+        scores = paired_scores(study.task_records(folder), folder / "results")
+        for claim, method, reference, _ in CLAIMS:
+            a, b, seeds, _ = paired_arrays(scores[method], scores[reference])
+            means = (a - b).mean(axis=1)
+            half = scipy_stats.t.ppf(0.975, len(seeds) - 1) * means.std(ddof=1) / np.sqrt(len(seeds))
+            t_verdict = "better" if means.mean() - half > 0 else "worse" if means.mean() + half < 0 else "not resolved"
+            verdict = table[(table["task"] == task) & (table["claim"] == claim)]["verdict"].item()
+            if verdict != "not resolved":
+                assert t_verdict == verdict, (task, claim)
