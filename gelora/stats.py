@@ -26,23 +26,29 @@ POWER = 0.8  # the power at which `IntervalResult.detectable` is stated
 
 
 @dataclass(frozen=True)
-class IntervalResult:
-    difference: float  # mean of a - b over seeds and examples
-    low: float  # the confidence interval of the difference
+class PairedResult:
+    difference: float  # mean of a - b
+    low: float  # the interval of the difference
     high: float
-    resolution: float  # half the interval's width: the smallest observed difference that is resolved
+    resolution: float  # half the interval's width: the smallest difference this test set resolves
     verdict: str  # better (low > 0), worse (high < 0), not resolved
     n_seeds: int
     n_examples: int
     confidence: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IntervalResult(PairedResult):
+    """A PairedResult with the parts of its standard error and its power."""
+
     se: float  # standard error of the difference
     seed_part: float  # the standard error's part from the seed means (seed_part^2 + example_part^2 = se^2)
     example_part: float  # its part from the test examples that every seed shares
     detectable: float  # the true difference resolved with probability POWER at these seeds and examples
     floor: float  # `detectable` with infinitely many seeds: what the test examples alone allow
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
     def seeds_for(self, target: float, most: int = 1000) -> float:
         """Seeds needed for `detectable` <= target at these examples, with this run's per-seed
@@ -110,21 +116,6 @@ def paired_interval(a, b, confidence: float = 0.95) -> IntervalResult:
     return IntervalResult(grand, float(low), float(high), half, verdict, n_seeds, n_examples, confidence,
                           float(np.sqrt(seed_var + example_var)), float(np.sqrt(seed_var)), float(np.sqrt(example_var)),
                           detectable, floor)
-
-
-@dataclass(frozen=True)
-class PairedResult:
-    difference: float  # mean of a - b
-    low: float  # the interval of the difference
-    high: float
-    resolution: float  # half the interval's width: the smallest difference this test set resolves
-    verdict: str  # better (low > 0), worse (high < 0), not resolved
-    n_seeds: int
-    n_examples: int
-    confidence: float
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _scores(x, name: str) -> np.ndarray:

@@ -34,8 +34,11 @@ from gelora.probe import _read_cache, _write_cache, hidden_states, load_profile
 from gelora.ranks import gelora_ranks, lora_config
 from gelora.twonn import TwoNN, fit_mu
 
+from .cases import Table, check
+
 ROOT = Path(__file__).resolve().parent.parent
-CASES = []
+TABLE = Table()
+CASES = TABLE.rows
 
 
 @contextlib.contextmanager
@@ -53,12 +56,7 @@ def environment(**values):
                 os.environ[key] = value
 
 
-def case(area: str, name: str, error=None, match: str = ""):
-    """Register a row of the table."""
-    def register(action):
-        CASES.append(pytest.param(action, (error, match) if error else None, id=f"{area}:{name}"))
-        return action
-    return register
+case = TABLE.case
 
 
 # ---------------------------------------------------------------- helpers
@@ -867,9 +865,4 @@ def test_the_table_is_large_enough():
 
 @pytest.mark.parametrize("action, expected", CASES)
 def test_fault(action, expected, tmp_path):
-    if expected is None:
-        action(tmp_path)
-        return
-    error, match = expected
-    with pytest.raises(error, match=match):
-        action(tmp_path)
+    check(action, expected, tmp_path)

@@ -16,14 +16,13 @@ from gelora import cli
 from gelora.models import load_model, minilm_path
 from gelora.twonn import TwoNN
 
-CASES = []
+from .cases import Table, check
+
+TABLE = Table()
+CASES = TABLE.rows
 
 
-def case(area: str, name: str, error=None, match: str = ""):
-    def register(action):
-        CASES.append(pytest.param(action, (error, match) if error else None, id=f"{area}:{name}"))
-        return action
-    return register
+case = TABLE.case
 
 
 def command(tmp, *argv, code=1, says=""):
@@ -245,12 +244,7 @@ def _(tmp):
 
 @pytest.mark.parametrize("action, expected", CASES)
 def test_surface(action, expected, tmp_path):
-    if expected is None:
-        action(tmp_path)
-        return
-    error, match = expected
-    with pytest.raises(error, match=match):
-        action(tmp_path)
+    check(action, expected, tmp_path)
 
 
 def test_every_row_has_a_distinct_name():
