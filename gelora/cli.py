@@ -5,6 +5,7 @@
     gelora train ...                 one fine-tuning run (python -m gelora.train)
     gelora grid ...                  the runs of a profile's grid as command lines (python -m gelora.grid)
     gelora run ...                   the notebook pipeline (python -m gelora.pipeline)
+    gelora predict ADAPTER DATA      score a CSV/JSONL/.txt file with an adapter saved by `train --save-adapter`
     gelora export ADAPTER MODEL OUT  a saved LoRA-SB / LoRA-XS adapter as a plain PEFT LoRA adapter
 
 A user error is one line on stderr and exit status 1; add --debug anywhere to see the traceback.
@@ -161,6 +162,25 @@ def recommend_command(args) -> int:
     return 0
 
 
+def predict_command(args) -> int:
+    from .checks import check_whole
+    from .saved import predict
+
+    check_whole("--batch-size", args.batch_size, 1)
+    if not Path(args.data).exists():
+        raise FileNotFoundError(f"no file or folder {args.data!r} to predict on")
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {args.out!r} is a folder: give the path of the CSV to write")
+    _check_out(str(out.parent) if str(out.parent) else ".")
+    table, scored = predict(args.adapter, args.data, args.text_column, args.label_column, args.batch_size)
+    table.to_csv(out, index=False, float_format="%.9g")
+    quality = (f", accuracy {scored['accuracy']:.4f} on its labels" if "accuracy" in scored else
+               f", mean squared error {scored['mse']:.4f} on its labels" if "mse" in scored else "")
+    print(f"{scored['examples']} rows scored by {scored['method']} run {scored['run_id']}{quality}; wrote {out}")
+    return 0
+
+
 def export_command(args) -> int:
     from .lora_xs import export_peft_lora, load_adapter
     from .models import load_model
@@ -196,6 +216,16 @@ def parser() -> argparse.ArgumentParser:
                            help="PEFT task type (default: CAUSAL_LM for decoders, else SEQ_CLS)")
     recommend.add_argument("--profile", default=None, help="an ID profile CSV to use instead of probing")
     recommend.set_defaults(handler=recommend_command)
+    predict = commands.add_parser("predict", help="score a file with an adapter saved by train --save-adapter",
+                                  description="Predictions of a saved run on a CSV/TSV/JSONL file (read whole) or a "
+                                              ".txt file (one text per line), with the accuracy where it has labels.")
+    predict.add_argument("adapter", help="folder written by `gelora train --save-adapter`")
+    predict.add_argument("data", help="CSV/TSV/JSONL file, a folder (its test split), or .txt file")
+    predict.add_argument("--out", default="predictions.csv", help="CSV of texts, predictions and logits")
+    predict.add_argument("--text-column", default=None, help="text column (default: the one the run trained on)")
+    predict.add_argument("--label-column", default=None, help="label column, scored when present (default: the run's)")
+    predict.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    predict.set_defaults(handler=predict_command)
     export = commands.add_parser("export", help="a LoRA-SB / LoRA-XS adapter as a plain PEFT LoRA adapter",
                                  description="Load a folder written by gelora.lora_xs.save_adapter onto its base "
                                              "model and write it as a PEFT LoRA adapter.")

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +25,12 @@ GROUPS = ("data", "model", "method", "optimisation", "output")
 # Settings that do not change the numbers, left out of the run's identity.
 # processes: in the identity's world_size; profile: by its content (identity's content.profile), not
 # by where the file lies, so a committed record is reused in a checkout at another path
-NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir", "processes", "profile")
+NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir", "processes", "profile", "save_adapter")
 # Settings added after records were committed: in the identity only when they differ from these
 # values, so every earlier record keeps its name (a run at these values computes what it did before
 # they existed). These values are frozen: tests/test_train.py fails if a default moves away from them.
-ADDED_LATER = {"block_ranks": None, "prompt_format": "auto", "max_new_tokens": 48}
+ADDED_LATER = {"block_ranks": None, "prompt_format": "auto", "max_new_tokens": 48, "text_column": "text",
+               "label_column": "label"}
 
 
 def setting(default, group: str, help: str):
@@ -45,6 +47,8 @@ class FinetuneConfig:
     method: str = setting(None, "method", "the method (see gelora.methods.names()); required")
     dataset: str = setting("movie-sentiment", "data", "shipped dataset, local .csv/.jsonl file or folder, or hf:glue/<task>")
     task: str | None = setting(None, "data", "None: the dataset's own task; 'generation' turns labels into responses")
+    text_column: str = setting("text", "data", "text column of your own table (GLUE's names are found when it is 'text')")
+    label_column: str = setting("label", "data", "label column of your own table: class names or ids, or numbers (regression)")
     n_train: int | None = setting(None, "data", "training examples, a seeded subset (None: the whole split)")
     n_eval: int | None = setting(None, "data", "validation examples scored during training (None: all)")
     n_test: int | None = setting(None, "data", "test examples scored at the end (None: all)")
@@ -86,6 +90,9 @@ class FinetuneConfig:
     precision: str = setting("auto", "optimisation", "auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16")
     output_dir: str = setting("runs/results", "output", "folder of the JSON records")
     cache_dir: str | None = setting(None, "output", "cache of probed hidden states (None: no cache)")
+    save_adapter: str | None = setting(None, "output", "folder to write the trained adapter and head to (PEFT format "
+                                       "where the method has one; `gelora predict` reads it); a finished run is "
+                                       "retrained once to save it")
     force: bool = setting(False, "output", "rerun even if the record of this run exists")
     progress: bool = setting(True, "output", "show progress bars")
 
@@ -102,9 +109,15 @@ class FinetuneConfig:
             self.target_modules = [self.target_modules]
 
     def settings(self) -> dict:
-        """The settings that decide the numbers (output folder, cache and display left out)."""
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in NOT_IDENTITY and not (k in ADDED_LATER and v == ADDED_LATER[k])}
+        """The settings that decide the numbers (output folder, cache and display left out). Target
+        modules left out (None) are the architecture's default, spelled out as PEFT names them, so
+        omitting them and naming them (in any order) give the same run."""
+        values = {k: v for k, v in dataclasses.asdict(self).items()
+                  if k not in NOT_IDENTITY and not (k in ADDED_LATER and v == ADDED_LATER[k])}
+        default = _default_targets(self.model)
+        if default and (values["target_modules"] is None or set(values["target_modules"]) == set(default)):
+            values["target_modules"] = default
+        return values
 
     def identity(self) -> dict:
         """Everything that decides the run's numbers: the settings, the content of the files they
@@ -115,9 +128,35 @@ class FinetuneConfig:
 
     @property
     def run_id(self) -> str:
+        """A record's file name: dataset, model, method, seed and the identity's hash, in characters
+        that shell tools read as a name (a local path gives its last part: never a leading `-`)."""
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
         model = Path(self.model).name if os.sep in self.model else self.model
-        return f"{self.dataset.replace('/', '-')}__{model.replace('/', '-')}__{self.method}__seed{self.seed}__{digest}"
+        return f"{_name_part(self.dataset)}__{_name_part(model)}__{self.method}__seed{self.seed}__{digest}"
+
+
+_DEFAULT_TARGETS: dict = {}
+
+
+def _default_targets(model: str) -> list[str]:
+    """PEFT's default LoRA targets for `model`'s architecture ([] where it cannot be known offline)."""
+    if model not in _DEFAULT_TARGETS:
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAPPING
+
+        from .models import model_type
+
+        _DEFAULT_TARGETS[model] = list(MAPPING.get(model_type(model), []))
+    return _DEFAULT_TARGETS[model]
+
+
+def _name_part(name: str) -> str:
+    """`name` for a file name: an existing local path by its last part (a file without its
+    extension), `/` as `-` (hub ids), anything outside letters, digits and `._:+-` as `-`, no
+    leading `-` or `.`."""
+    if not name.startswith("hf:") and Path(name).exists():
+        name = Path(name).stem if Path(name).is_file() else Path(name).name
+    safe = re.sub(r"[^A-Za-z0-9._:+-]", "-", name.replace("/", "-")).lstrip("-.")
+    return safe or "data"
 
 
 _HASHES: dict = {}
@@ -180,7 +219,12 @@ def content_fingerprints(config: FinetuneConfig) -> dict:
         data[split] = [_file_hash(p) for p in data_files(config.dataset, split) if p.is_file()]
     uses = get_method(config.method).uses_profile and config.profile is not None
     profile = _file_hash(Path(config.profile)) if uses and Path(config.profile).is_file() else None
-    return {"data": data, "profile": profile, "model": model_fingerprint(config.model, config.seed)}
+    content = {"data": data, "profile": profile, "model": model_fingerprint(config.model, config.seed)}
+    if Path(config.dataset).is_file():  # one file divided by a rule: the rule decides what each split holds
+        from .data import FILE_SPLIT
+
+        content["file_split"] = FILE_SPLIT
+    return content
 
 
 def _check_whole(config, name: str, low: int, optional: bool = False) -> None:
@@ -195,7 +239,7 @@ def _check_real(config, name: str, low: float, high: float = math.inf, open_low:
 def validate(config: FinetuneConfig) -> None:
     """Check every setting before any work: the argument, its value and what is allowed."""
     get_method(config.method)
-    for name in ("dataset", "model", "test_split", "generation_template", "output_dir"):
+    for name in ("dataset", "model", "test_split", "generation_template", "output_dir", "text_column", "label_column"):
         if not isinstance(getattr(config, name), str) or not getattr(config, name):
             raise ValueError(f"{name} must be a non-empty string, got {getattr(config, name)!r}")
     for name in ("max_length", "batch_size", "rank", "sb_num_samples", "probe_examples", "eva_examples", "evals",

@@ -21,6 +21,11 @@ import torch
 TASKS = ("classification", "regression", "generation")
 PROMPT_FORMATS = ("auto", "chat", "plain")
 SPLITS = ("train", "validation", "test")
+# One file holds every split: it is divided once, by this seeded rule, stratified by its label
+# column (so training never sees the test part); the rule is part of every such run's identity.
+FILE_SPLIT = {"fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}, "seed": 0,
+              "how": "sklearn train_test_split, stratified by the label column when it has classes"}
+WHOLE_FILE = "all"  # the split name that reads a single file whole (no division)
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 # Views of a shipped dataset under another name: (files, label column, task).
 ALIASES = {"movie-rating": ("movie-sentiment", "rating", "regression")}
@@ -265,8 +270,9 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
 
     - shipped: `movie-sentiment`, `movie-rating` (the same sentences, rating as regression target),
       `trec6`, `sms-spam` (see data/README.md), checked against data/manifest.json;
-    - a local `.csv` / `.tsv` / `.jsonl` file (then `split` is only a label), or a folder holding
-      `<split>.csv` / `.tsv` / `.jsonl`; the text column is `text_column`, else GLUE's names
+    - a local `.csv` / `.tsv` / `.jsonl` file, divided into train/validation/test by FILE_SPLIT
+      (seeded, stratified; `split="all"` reads it whole), or a folder holding `<split>.csv` /
+      `.tsv` / `.jsonl`; the text column is `text_column`, else GLUE's names
       (`sentence`, or `sentence1` + `sentence2` and the other GLUE pairs, tokenised together);
     - `hf:<name>[/<config>]`, for example `hf:glue/sst2` (needs `datasets` and a network).
 
@@ -283,8 +289,10 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
         raise ValueError(f"task must be None, 'classification', 'regression' or 'generation', got {task!r}")
     if label_names is not None and (isinstance(label_names, str) or not isinstance(label_names, (list, tuple))):
         raise ValueError(f"label_names must be a list of names or None, got {label_names!r}")
-    if split not in SPLITS and not name_or_path.startswith("hf:") and not Path(name_or_path).is_file():
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    single_file = Path(name_or_path).is_file() and not name_or_path.startswith("hf:")
+    if split not in SPLITS + ((WHOLE_FILE,) if single_file else ()) and not name_or_path.startswith("hf:"):
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}"
+                         + (f" or {WHOLE_FILE!r} (the whole file)" if single_file else ""))
     if name_or_path.startswith("hf:"):
         return _load_hub(name_or_path[3:], split, text_column, label_column, task, label_names)
     path = Path(name_or_path)
@@ -295,10 +303,12 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
         frame = read_table(files[0])
         name = path.stem if path.is_file() else path.name
         if task == "generation" or (task is None and {"prompt", "response"} <= set(frame.columns)):
-            return generation_from_frame(frame, name, split, "prompt", "response", str(files[0]))
-        column, pair = text_columns(frame, text_column)
-        dataset = _from_frame(frame, name, split, column, label_column, task, label_names, str(files[0]))
-        return _with_pairs(dataset, frame, pair, str(files[0]))
+            dataset = generation_from_frame(frame, name, split, "prompt", "response", str(files[0]))
+        else:
+            column, pair = text_columns(frame, text_column)
+            dataset = _from_frame(frame, name, split, column, label_column, task, label_names, str(files[0]))
+            dataset = _with_pairs(dataset, frame, pair, str(files[0]))
+        return part_of_file(dataset, split, _strata(frame, label_column)) if path.is_file() else dataset
     files, label_column_override, alias_task = ALIASES.get(name_or_path, (name_or_path, None, None))
     manifest = json.loads((data_dir() / "manifest.json").read_text())
     if files not in manifest["datasets"]:
@@ -323,6 +333,67 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
     )
     dataset.meta = {"source": meta["source"], "licence": meta["licence"]}
     return dataset
+
+
+def _strata(frame: pd.DataFrame, label_column: str | None) -> list[str] | None:
+    """The classes a single file is stratified by: its label column (`label` when the caller asks
+    for no labels, so probing and training divide a file alike), unless that column is missing
+    or holds non-whole numbers (a regression target: no classes)."""
+    column = label_column or "label"
+    if column not in frame.columns:
+        return None
+    values = [str(v).strip() for v in frame[column].tolist()]
+    if all(_is_number(v) for v in values) and not all(float(v).is_integer() for v in values):
+        return None
+    return values
+
+
+def split_positions(n: int, strata: list[str] | None, source: str) -> dict[str, np.ndarray]:
+    """Rows of each split of one file of `n` rows, by FILE_SPLIT (seeded; stratified by `strata`
+    when given). A file too small for every split to hold each class is refused, saying how to
+    split it by hand."""
+    from sklearn.model_selection import train_test_split
+
+    fractions, seed = FILE_SPLIT["fractions"], FILE_SPLIT["seed"]
+    n_test, n_validation = max(1, round(n * fractions["test"])), max(1, round(n * fractions["validation"]))
+    rows = np.arange(n)
+    labels = None if strata is None else np.asarray(strata)
+    try:
+        rest, test = train_test_split(rows, test_size=n_test, random_state=seed, stratify=labels)
+        train, validation = train_test_split(rest, test_size=n_validation, random_state=seed,
+                                             stratify=None if labels is None else labels[rest])
+    except ValueError as err:
+        classes = "" if labels is None else f" and {len(set(strata))} classes"
+        raise ValueError(f"{source} ({n} rows{classes}) cannot be divided into train/validation/test "
+                         f"({fractions['train']:.0%}/{fractions['validation']:.0%}/{fractions['test']:.0%}, each "
+                         f"holding every class): {err}. Give a folder with train.csv, validation.csv and "
+                         "test.csv instead") from None
+    return {"train": np.sort(train), "validation": np.sort(validation), "test": np.sort(test)}
+
+
+def part_of_file(dataset: TextDataset, split: str, strata: list[str] | None) -> TextDataset:
+    """One split of a dataset read whole from a single file (`WHOLE_FILE`: all of it); its meta
+    records the rule, the rows it took and the sizes of all three parts."""
+    if split == WHOLE_FILE:
+        return dataset
+    positions = split_positions(len(dataset), strata, f"{dataset.name} (one file)")
+    rows = positions[split]
+    part = replace(
+        dataset, split=split,
+        texts=[dataset.texts[i] for i in rows],
+        labels=None if dataset.labels is None else dataset.labels[rows],
+        responses=None if dataset.responses is None else [dataset.responses[i] for i in rows],
+        text_pairs=None if dataset.text_pairs is None else [dataset.text_pairs[i] for i in rows],
+    )
+    part.meta = {**dataset.meta, "file_split": {**FILE_SPLIT, "stratified": strata is not None,
+                                                "sizes": {k: len(v) for k, v in positions.items()}}}
+    return part
+
+
+def shared_texts(train: TextDataset, other: TextDataset) -> int:
+    """How many examples of `other` have a text (with its second sentence) that training has."""
+    seen = set(zip(train.texts, train.text_pairs or [None] * len(train)))
+    return sum(pair in seen for pair in zip(other.texts, other.text_pairs or [None] * len(other)))
 
 
 # Text columns of the GLUE tasks: one sentence, or a pair tokenised together.

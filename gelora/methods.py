@@ -35,6 +35,7 @@ from .ranks import (
     lora_sb_params,
     matched_baselines,
     realised_ranks,
+    unresolved,
 )
 from .spectra import snapshot, update_spectra
 from .targets import block_shapes, default_targets, find_targets, uniform_module_ranks
@@ -57,6 +58,7 @@ class BuildContext:
     device: str
     targets: list[str] = field(default_factory=list)
     shapes: dict = field(default_factory=dict)
+    unresolved_blocks: list = field(default_factory=list)  # GeLoRA blocks whose bound noise decides
 
     @property
     def task_type(self) -> str:
@@ -102,6 +104,7 @@ class BuildContext:
             raise ValueError(f"the ID profile has {len(profile) - 1} blocks but the model has {len(self.shapes)}")
         # a block next to a layer without a dimension (a decoder's last-token embeddings, all alike)
         # gets bound 0, as in notebook 02 and `gelora recommend`; the allocation's notes say so
+        self.unresolved_blocks = unresolved(profile)  # the record says which ranks noise decided
         return gelora_ranks(profile, min_rank=config.gelora_min_rank, max_rank=config.gelora_max_rank,
                             rounding=config.gelora_rounding, offset=config.gelora_offset, budget=config.budget,
                             shapes=self.shapes, adapter=adapter, undefined="zero")
@@ -247,7 +250,8 @@ def _lora(ctx):
 
 def _gelora(ctx):
     allocation = ctx.allocation("lora")
-    return _lora_at(ctx, allocation.by_block, {"allocation": allocation.as_dict()})
+    return _lora_at(ctx, allocation.by_block, {"allocation": allocation.as_dict(),
+                                               "unresolved_blocks": ctx.unresolved_blocks})
 
 
 def _pissa(ctx):
@@ -354,7 +358,8 @@ def _gelora_sb(ctx):
     update, init_lr = _sb_update(ctx)
     apply_lora_sb(ctx.model, update, ranks=allocation.by_block, target_modules=ctx.targets,
                   dropout=ctx.config.dropout, seed=ctx.config.seed)
-    return ctx.model, {"allocation": allocation.as_dict(), "sb_init_lr": init_lr, "ranks": allocation.by_block}
+    return ctx.model, {"allocation": allocation.as_dict(), "unresolved_blocks": ctx.unresolved_blocks,
+                       "sb_init_lr": init_lr, "ranks": allocation.by_block}
 
 
 # ---------------------------------------------------------------- the methods

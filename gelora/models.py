@@ -263,6 +263,18 @@ def load_model(name: str = "minilm", task: str = "classification", num_labels: i
     return model.to(DTYPES[dtype]), tokenizer
 
 
+def model_type(name: str) -> str | None:
+    """The architecture of a model name without loading its weights (None where it cannot be known
+    offline: a hub id that is not cached)."""
+    types = {"tiny-bert": "bert", "tiny-deberta": "deberta-v2", "tiny-llama": "llama", PACKAGED_DECODER: "llama"}
+    if name in types:
+        return types[name]
+    try:
+        return AutoConfig.from_pretrained(minilm_path() if name == "minilm" else name, local_files_only=True).model_type
+    except (OSError, ValueError, ImportError):
+        return None
+
+
 def _is_decoder(config) -> bool:
     return any(arch.endswith("ForCausalLM") for arch in (config.architectures or [])) or \
         config.model_type in ("llama", "mistral", "qwen2", "gpt2", "gpt_neox", "phi", "gemma", "smollm3")

@@ -341,3 +341,12 @@ def matched_baselines(shapes, budget: int) -> dict[str, Baseline]:
         "eva": Baseline("eva", {"r": r_lora}, lora_params(shapes, _uniform(shapes, r_lora)),
                         "" if same_shape else "targets differ in shape: EVA's redistribution changes the count"),
     }
+
+
+def unresolved(profile: pd.DataFrame) -> list[int]:
+    """Blocks whose bound max(d_{k+1} - d_k, 0) is decided by noise: the two layers' intervals
+    overlap, so an independent sample could give the opposite sign."""
+    rows = profile.sort_values("layer")
+    low, high = rows["ci_low"].to_numpy(), rows["ci_high"].to_numpy()
+    return [k for k in range(len(rows) - 1)
+            if not (math.isnan(low[k]) or math.isnan(low[k + 1])) and low[k + 1] <= high[k] and low[k] <= high[k + 1]]

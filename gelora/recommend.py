@@ -9,7 +9,6 @@ scaled to the budget, and every adapted module is named in full with its rank, s
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .probe import id_profile
-from .ranks import RankAllocation, adapter_params, gelora_ranks, lora_config, uniform_budget
+from .ranks import RankAllocation, adapter_params, gelora_ranks, lora_config, uniform_budget, unresolved
 from .targets import block_shapes, default_targets, module_ranks
 from .twonn import TwoNN
 
@@ -63,15 +62,6 @@ class Recommendation:
                 f"config = LoraConfig.from_pretrained({path!r})  # {len(self.module_ranks)} modules, "
                 f"{self.params:,} trainable adapter parameters\n"
                 "model = get_peft_model(model, config)")
-
-
-def unresolved(profile: pd.DataFrame) -> list[int]:
-    """Blocks whose bound max(d_{k+1} - d_k, 0) is decided by noise: the two layers' intervals
-    overlap, so an independent sample could give the opposite sign."""
-    rows = profile.sort_values("layer")
-    low, high = rows["ci_low"].to_numpy(), rows["ci_high"].to_numpy()
-    return [k for k in range(len(rows) - 1)
-            if not (math.isnan(low[k]) or math.isnan(low[k + 1])) and low[k + 1] <= high[k] and low[k] <= high[k + 1]]
 
 
 def recommend_ranks(model, texts, budget: int | None = None, rank: int | None = None, target_modules=None,

@@ -31,13 +31,14 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from . import methods
 from .checks import check_real, check_whole
 from .config import GROUPS, FinetuneConfig, resolve_device, validate
-from .data import as_generation, by_length, collator, file_sha256, load_dataset, prompt_format, tokenize
+from .data import as_generation, by_length, collator, file_sha256, load_dataset, prompt_format, shared_texts, tokenize
 from .generate import score
 from .lora_xs import HEAD_NAMES
 from .metrics import PRIMARY, metric_fns
 from .models import load_model
 from .plan import local_rank, plan_steps, world_size
 from .ranks import count_parameters, count_trainable
+from .saved import initial_adapter, save_trained, saved_run_id
 from .records import PeakMemory, atomic_write, atomic_write_json, check_writable, jsonable, read_record, versions
 
 
@@ -51,11 +52,13 @@ def _load_data(config: FinetuneConfig):
     """The three splits, with the task and the label mapping decided once, from the training
     split, and applied to validation and test (a label training never saw is an error here,
     before any training). Subset sizes larger than their split are errors."""
-    train = load_dataset(config.dataset, "train")
+    columns = {"text_column": config.text_column, "label_column": config.label_column}
+    train = load_dataset(config.dataset, "train", **columns)
     splits = {"train": train}
     for split in ("validation", "test"):
         splits[split] = load_dataset(config.dataset, config.test_split if split == "test" else split,
-                                     task=train.task, label_names=train.label_names)
+                                     task=train.task, label_names=train.label_names, **columns)
+    check_no_leak(config.dataset, splits)
     for split, n, argument in (("train", config.n_train, "n_train"), ("validation", config.n_eval, "n_eval"),
                                ("test", config.n_test, "n_test")):
         data = splits[split]
@@ -69,6 +72,23 @@ def _load_data(config: FinetuneConfig):
                                  "was asked for (only classification data can become generation)")
         splits[split] = data.subset(n, seed=config.seed)
     return splits
+
+
+def check_no_leak(dataset: str, splits: dict) -> None:
+    """Texts that training sees must not be scored as held out: a held-out split made only of
+    training texts is refused, a few shared texts (duplicates in real data) are warned about with
+    their count (a single file is divided by a rule, so only duplicate rows can be shared)."""
+    train = splits["train"]
+    for split in ("validation", "test"):
+        data = splits[split]
+        shared = shared_texts(train, data)
+        if shared == len(data):
+            raise ValueError(f"every text of {dataset!r} split {data.split!r} is also a training text: its score would "
+                             "not be held out (give separate train/validation/test files, or one file to be divided)")
+        if shared:
+            warnings.warn(f"{shared} of the {len(data)} texts of {dataset!r} split {data.split!r} also appear in the "
+                          "training split: those examples are not held out (remove the duplicates to score "
+                          "unseen text only)", stacklevel=2)
 
 
 class DivergenceGuard(TrainerCallback):
@@ -187,8 +207,11 @@ def finetune(method: str | None = None, config: FinetuneConfig | None = None, **
     path = check_writable(config.output_dir) / f"{config.run_id}.json"
     if path.exists() and not config.force:
         record = read_record(path, identity)
-        record["reused"] = True
-        return record
+        if config.save_adapter is None or saved_run_id(config.save_adapter) == config.run_id:
+            record["reused"] = True
+            return record
+        print(f"{config.run_id}: the record exists but no adapter of it was saved; training it again to save one "
+              f"in {config.save_adapter}", flush=True)
     if config.processes is not None and config.processes != world_size():
         raise ValueError(f"no record of this run with processes={config.processes} in {config.output_dir}, and this "
                          f"launch has {world_size()} process(es): train it with `torchrun --nproc-per-node "
@@ -220,6 +243,7 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
                                                          plan.total_steps, plan.warmup_steps, lr, build_device))
         preprocess, compute = metric_fns(task, train.num_labels)
         with tempfile.TemporaryDirectory() as scratch:
+            initial = initial_adapter(model, config.method, scratch) if config.save_adapter else None
             args = TrainingArguments(
                 output_dir=scratch, seed=config.seed, data_seed=config.seed, learning_rate=lr,
                 max_steps=plan.total_steps, per_device_train_batch_size=plan.per_device_batch,
@@ -268,11 +292,16 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
                                               max_length=config.max_length)
                 final["eval_exact_match"] = evals[-1]["eval_exact_match"] = float(matches["validation"].mean())
                 test_metrics["test_exact_match"] = float(matches["test"].mean())
+            if config.save_adapter and trainer.is_world_process_zero():
+                trained = dict(run_id=path.stem, method=config.method, model=config.model, dataset=config.dataset,
+                               seed=config.seed, task=task, label_names=train.label_names, metric=PRIMARY[task],
+                               test=_strip(test_metrics, "test_"), config=dataclasses.asdict(config), identity=identity)
+                save_trained(model, tokenizer, config.save_adapter, trained, initial)
     trainable = count_trainable(model)
     head = _head_params(model)
     record = {
         "run_id": path.stem, "method": config.method, "model": config.model, "dataset": config.dataset,
-        "seed": config.seed, "task": task, "metric": primary, "prompt_format": form if task == "generation" else None,
+        "seed": config.seed, "task": task, "label_names": train.label_names, "metric": primary, "prompt_format": form if task == "generation" else None,
         "final": {primary: final[f"eval_{primary}"], **_strip(final, "eval_")},
         "best": _best(evals, primary),
         "test": _strip(test_metrics, "test_"),
@@ -287,6 +316,9 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
         "peak_memory_mb": memory.peak_mb, "device": device, "precision": precision,
         "autocast_dtype": {"bf16": "bfloat16", "fp16": "float16"}.get(precision),
         "config": dataclasses.asdict(config), "identity": identity, "versions": versions(), **info,
+        "examples": {split: len(d) for split, d in data.items()},  # after the subsets: what was trained and scored
+        "file_split": train.meta.get("file_split"),  # one file divided by FILE_SPLIT (None: the dataset's own splits)
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     record.update(loss_trend(record["train_loss"]))
     if record["loss_rose"]:
@@ -396,13 +428,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe(record: dict) -> list[str]:
+    """What a user should read besides the numbers: whether the run was reused (and when it was
+    trained), how the data was divided, the ranks it trained and whether noise decided them."""
+    lines = []
+    if record.get("reused"):
+        when = record.get("finished_at") or "at a time this older record does not state"
+        lines.append(f"reused {record['run_id']} (trained {when}); --force trains it again")
+    split = record.get("file_split")
+    if split:
+        lines.append("one file, divided by a seeded stratified split: " + ", ".join(
+            f"{k} {v}" for k, v in split["sizes"].items()) + f" rows (seed {split['seed']})")
+    if record.get("allocation"):
+        ranks = record["allocation"]["ranks"]
+        lines.append(f"{record['method']} ranks per block: {ranks} ({record['adapter_params']:,} adapter parameters)")
+        if record.get("unresolved_blocks"):
+            lines.append(f"warning: the ranks of block(s) {record['unresolved_blocks']} are decided by noise (the "
+                         "intervals of their two layers overlap): another sample of probed texts can move them")
+    return lines
+
+
 def main(argv=None) -> int:
     args = vars(_parser().parse_args(argv))
     record = finetune(**args)
     record.pop("model_object", None)
-    summary = {k: record[k] for k in ("run_id", "method", "metric", "final", "test", "trainable_params",
-                                       "adapter_params", "wall_time_s")}
+    summary = {k: record.get(k) for k in ("run_id", "method", "metric", "final", "test", "trainable_params",
+                                           "adapter_params", "wall_time_s", "finished_at")}
     print(json.dumps(summary, indent=2, default=jsonable))
+    for line in describe(record):
+        print(line, file=sys.stderr if line.startswith("warning") else sys.stdout)
+    if args.get("save_adapter"):
+        print(f"adapter and head in {args['save_adapter']}: gelora predict {args['save_adapter']} FILE.csv")
     return 0
 
 

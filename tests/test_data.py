@@ -88,7 +88,7 @@ def test_errors_name_the_problem(tmp_path):
         load_dataset(str(bad))
     glue = tmp_path / "glue.csv"  # GLUE's column name is found without being named
     pd.DataFrame({"sentence": ["a", "b"], "label": [0, 1]}).to_csv(glue, index=False)
-    assert load_dataset(str(glue)).texts == ["a", "b"]
+    assert load_dataset(str(glue), "all").texts == ["a", "b"]
     empty = tmp_path / "empty.csv"
     pd.DataFrame({"text": [], "label": []}).to_csv(empty, index=False)
     with pytest.raises(ValueError, match="empty"):
@@ -100,14 +100,14 @@ def test_local_csv_jsonl_and_folder(tmp_path):
     frame = pd.DataFrame({"text": ["good film", "bad film", "fine"], "label": ["pos", "neg", "pos"]})
     frame.to_csv(tmp_path / "train.csv", index=False)
     frame.to_json(tmp_path / "reviews.jsonl", orient="records", lines=True)
-    from_csv = load_dataset(str(tmp_path / "train.csv"))
-    from_jsonl = load_dataset(str(tmp_path / "reviews.jsonl"))
+    from_csv = load_dataset(str(tmp_path / "train.csv"), "all")  # one file read whole
+    from_jsonl = load_dataset(str(tmp_path / "reviews.jsonl"), "all")
     from_folder = load_dataset(str(tmp_path), "train")
     for data in (from_csv, from_jsonl, from_folder):
         assert data.label_names == ["neg", "pos"] and data.labels.tolist() == [1, 0, 1]
     scores = pd.DataFrame({"text": ["a", "b", "c"], "label": [0.5, 1.5, -2.25]})
     scores.to_csv(tmp_path / "scores.csv", index=False)
-    assert load_dataset(str(tmp_path / "scores.csv")).task == "regression"
+    assert load_dataset(str(tmp_path / "scores.csv"), "all").task == "regression"
 
 
 def test_hub_frames_find_pairs_and_refuse_hidden_labels():

@@ -136,7 +136,7 @@ def _(tmp):
 def _(tmp):
     path = tmp / "d.jsonl"
     path.write_text('{"text": "None", "label": "a"}\n{"text": "null", "label": "b"}\n{"text": "NA", "label": "a"}\n')
-    assert load_dataset(str(path)).texts == ["None", "null", "NA"]
+    assert load_dataset(str(path), "all").texts == ["None", "null", "NA"]
 
 
 @case("data", "an empty text names file and row", ValueError, r"train\.csv: 1 empty or missing text.*row\(s\) 2")
