@@ -20,7 +20,8 @@ from .twonn import TwoNN
 
 def setup(run_dir: str, figures_dir: str) -> tuple[Path, Path]:
     """Seaborn style, quiet libraries (no load reports or progress bars in executed notebooks),
-    and the run and figures folders (relative paths start at the repository root)."""
+    and the run and figures folders (relative paths start at the repository root; no figures
+    folder: `<run_dir>/figures`, so a run writes only into its own folder)."""
     plots.set_style()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -28,7 +29,8 @@ def setup(run_dir: str, figures_dir: str) -> tuple[Path, Path]:
     # A layer without a dimension ([CLS] at the embedding layer is one point repeated) is reported in
     # the profile's note column and in the notebooks' text; the library's warning would repeat it.
     warnings.filterwarnings("ignore", message=r"layer \d+: no intrinsic dimension")
-    run, figs = resolve(run_dir), resolve(figures_dir)
+    run = resolve(run_dir)
+    figs = resolve(figures_dir) if figures_dir else run / "figures"
     run.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)  # tables are written beside the figures before any figure
     return run, figs

@@ -191,6 +191,18 @@ def plan(profile: dict, overrides: list[str] = (), only: list[str] | None = None
                 raise ValueError(f"parameter {name!r} is declared by no notebook")
             for stem in takers:
                 chosen[stem][name] = value
+    given = {(numbers.get(b, b) if b else None, n) for b, n, _ in map(parse_override, overrides)}
+    names = {name for _, name in given}
+    if "run_dir" in names and "figures_dir" not in names:  # another run folder: its figures go inside it
+        for stem in chosen:
+            if "figures_dir" in chosen[stem]:
+                chosen[stem]["figures_dir"] = ""
+    if "dataset" in names:  # your own data: the profile's folder and sizes were for its dataset
+        if "run_dir" not in names and profile["common"].get("run_dir"):
+            raise ValueError(f"-p dataset=... trains on another dataset than the profile's "
+                             f"({profile['common'].get('dataset')}): give it its own folder with --run-dir, so that "
+                             f"{profile['common']['run_dir']} keeps the profile's run")
+        fit_sizes(chosen, declared, profile["common"].get("dataset"), given)
     for stem, params in chosen.items():
         for name, value in params.items():
             _check_type(stem, name, value, declared[stem][name])
@@ -205,6 +217,51 @@ def plan(profile: dict, overrides: list[str] = (), only: list[str] | None = None
             raise ValueError(f"--only names notebook(s) {skipped} that the profile skips")
         selected = [p for p in books if p.stem in wanted]
     return [(p, chosen[p.stem]) for p in selected]
+
+
+# Parameters that count examples of a split: a profile's value is for its own dataset.
+SIZES = {"n_train": "train", "sweep_n_train": "train", "n_examples": "train", "num_samples": "train",
+         "reference_samples": "train", "n_eval": "validation", "n_test": "test"}
+LIST_SIZES = {"sensitivity_examples": "train", "sample_sizes": "train"}
+
+
+def fit_sizes(chosen: dict, declared: dict, profile_dataset: str | None, given: set, log=print) -> None:
+    """With `-p dataset=...` (another dataset than the profile's), a size the profile or the
+    notebook set (not one given with -p) that exceeds its split becomes the whole split, with a
+    line saying so; a size given with -p is left for the notebook to refuse."""
+    from .data import load_dataset
+
+    sizes: dict = {}
+    for stem, params in chosen.items():
+        dataset = params.get("dataset", declared[stem].get("dataset", {}).get("default", "").strip("'\""))
+        if not dataset or dataset == profile_dataset or "dataset" not in declared[stem]:
+            continue
+        test_split = params.get("test_split", "test")
+        for name in [*SIZES, *LIST_SIZES]:
+            if name not in declared[stem] or (stem, name) in given or (None, name) in given:
+                continue
+            split = test_split if SIZES.get(name) == "test" else SIZES.get(name, LIST_SIZES.get(name))
+            if (dataset, split) not in sizes:
+                sizes[dataset, split] = len(load_dataset(dataset, split, label_column=None))
+            room = sizes[dataset, split]
+            value = params.get(name, _literal(declared[stem][name].get("default")))
+            if isinstance(value, list) and any(isinstance(v, int) and v > room for v in value):
+                params[name] = [v for v in value if v <= room] or [room]
+            elif isinstance(value, int) and not isinstance(value, bool) and value > room:
+                params[name] = room
+            else:
+                continue
+            log(f"{stem}: {name}={value} was set for {profile_dataset}; {dataset} has {room} {split} examples: "
+                f"using {params[name]} (-p {stem[:2]}.{name}=... to choose)")
+
+
+def _literal(text):
+    import ast
+
+    try:
+        return ast.literal_eval(text) if isinstance(text, str) else text
+    except (ValueError, SyntaxError):
+        return None
 
 
 class NotebookFailed(RuntimeError):

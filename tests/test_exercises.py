@@ -21,7 +21,25 @@ def test_every_notebook_has_two_or_three_exercises_and_the_files_are_current():
     assert len(ids) == len(set(ids))
 
 
+# One exercise per notebook is executed (a notebook run costs 20-30 s here); every exercise's command
+# is planned by the pipeline below, which checks its notebook, parameter names and types.
+EXECUTED = [(stem, items[0]) for stem, items in exercises.load().items()]
+
+
 @pytest.mark.parametrize("stem, exercise", EXERCISES, ids=[item["id"] for _, item in EXERCISES])
+def test_every_exercise_command_is_a_valid_plan(stem, exercise, capsys):
+    from gelora.pipeline import main
+
+    args = exercises.command(stem, exercise, profile="smoke", folder="runs/exercises/x", finished_run="runs/smoke")
+    assert main([*args[3:], "--list"]) == 0, capsys.readouterr().err
+    planned = capsys.readouterr().out.splitlines()
+    assert len(planned) == 1 and planned[0].startswith(stem)
+    for param in exercise["params"]:
+        name, value = param.split("=", 1)
+        assert f"'{name}': " in planned[0]
+
+
+@pytest.mark.parametrize("stem, exercise", EXECUTED, ids=[item["id"] for _, item in EXECUTED])
 def test_exercise_command_runs(stem, exercise, smoke_run, tmp_path):
     run, _ = smoke_run
     args = exercises.command(stem, exercise, profile="smoke", folder=str(tmp_path), finished_run=str(run))

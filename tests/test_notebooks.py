@@ -67,11 +67,37 @@ def test_a_rerun_reuses_finished_work(smoke_run):
     assert stamps == {p: p.stat().st_mtime for p in (run / "results").glob("*.json")}
 
 
-def test_notebooks_run_on_their_own(tmp_path):
-    """02 and 04 compute the profile they need when notebook 01 has not run."""
-    overrides = [f"figures_dir={tmp_path / 'figures'}", "04.methods=[lora, gelora]", "02.sensitivity_examples=[40]"]
-    outputs = pipeline.run("smoke", overrides=overrides, run_dir=str(tmp_path), only=["02", "04"], progress=False)
-    assert len(outputs) == 2 and (tmp_path / "id_profile.csv").exists() and (tmp_path / "ranks.json").exists()
+def test_notebooks_run_on_their_own_and_on_your_own_data(tmp_path, capsys):
+    """02 and 04 compute the profile they need when notebook 01 has not run; one `-p dataset=` of a
+    user's CSV (divided by the kit) is enough, the profile's sizes that do not fit are fitted."""
+    from gelora.data import load_dataset
+
+    movies = load_dataset("movie-sentiment", "train")
+    own = tmp_path / "mine.csv"
+    pd.DataFrame({"text": movies.texts[:200], "label": [movies.label_names[i] for i in movies.labels[:200]]}).to_csv(
+        own, index=False)
+    run = tmp_path / "run"
+    overrides = [f"dataset={own}", "04.methods=[lora, gelora]", "02.sensitivity_examples=[40]"]
+    outputs = pipeline.run("smoke", overrides=overrides, run_dir=str(run), only=["02", "04"], progress=False)
+    assert len(outputs) == 2 and (run / "id_profile.csv").exists() and (run / "ranks.json").exists()
+    assert "n_test=24 was set for movie-sentiment; " in capsys.readouterr().out  # 20 test rows of 200: fitted
+    records = [json.loads(p.read_text()) for p in (run / "results").glob("*.json")]
+    assert {r["method"] for r in records} == {"lora", "gelora"}
+    assert all(r["file_split"]["sizes"] == {"train": 160, "validation": 20, "test": 20} for r in records)
+    assert all(r["examples"]["test"] == 20 for r in records) and (run / "figures").is_dir()
+
+
+def test_the_readme_papermill_line_writes_only_into_its_run_folder(tmp_path):
+    line = next(l for l in (ROOT / "README.md").read_text().splitlines() if l.startswith(".venv/bin/papermill "))
+    args = line.replace("/tmp/run", str(tmp_path / "run")).split()[1:] + ["--log-level", "ERROR"]
+    args += ["-y", "seeds: [0]\nmethods: [lora, gelora]"]  # fewer runs: the writes are what is tested
+    (tmp_path / "run").mkdir()
+    status = ["git", "status", "--porcelain", "--untracked-files=all"]
+    before = subprocess.run(status, cwd=ROOT, capture_output=True, text=True).stdout
+    result = subprocess.run([sys.executable, "-m", "papermill", *args], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert subprocess.run(status, cwd=ROOT, capture_output=True, text=True).stdout == before
+    assert (tmp_path / "run" / "figures" / "training_curves.png").is_file()
 
 
 def test_unknown_parameters_and_profiles_fail_clearly(tmp_path):
