@@ -3,9 +3,10 @@
     python benchmarks/twonn_speed.py                 # N in {2k, 10k, 50k}, D in {384, 768}
     python benchmarks/twonn_speed.py --sizes 2000 10000 --skdim-max 10000
 
-For every (N, D): our time (exact search, no bootstrap, as scikit-dimension computes no interval),
-scikit-dimension's time, their ratio, both estimates and their relative difference, and the time
-of one float32 product X X^T, the floor of any exact search. Then the probe (hidden states of
+For every (N, D): our time (exact search, no bootstrap, as scikit-dimension computes no interval)
+in seconds and in float32 Gram products X X^T timed beside it (the floor of any exact search),
+scikit-dimension's time, their ratio, both estimates and their relative difference, and the
+process's peak memory (the search holds one block of block_size^2 floats beside the data). Then the probe (hidden states of
 every layer, pooled) against a plain forward pass over the same batches of the packaged MiniLM.
 Timings are the best of --repeats runs, in seconds, on however many threads torch uses here.
 """
@@ -31,27 +32,48 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
     return best, result
 
 
-def estimator_table(sizes, dims, repeats, skdim_max):
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def estimator_table(sizes, dims, repeats, skdim_max, device="cpu"):
     import skdim
 
     print(f"\nTwoNN on a 16-dimensional Gaussian embedded in D dimensions plus 1% noise (torch threads: "
-          f"{torch.get_num_threads()})")
-    print(f"{'N':>7} {'D':>5} {'X X^T (s)':>10} {'gelora (s)':>11} {'skdim (s)':>10} {'speed-up':>9} "
-          f"{'d gelora':>10} {'d skdim':>10} {'rel. diff':>10}")
-    for n in sizes:
+          f"{torch.get_num_threads()}, device {device}). 'Gram products': our time over the time of one float32 "
+          "product X X^T measured beside it, the floor of an exact search (at most 1.0 is the target)")
+    print(f"{'N':>7} {'D':>5} {'X X^T (s)':>10} {'gelora (s)':>11} {'Gram prod.':>11} {'skdim (s)':>10} {'speed-up':>9} "
+          f"{'d gelora':>10} {'d skdim':>10} {'rel. diff':>10} {'peak RSS MB':>12}")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for n in sorted(sizes):  # the largest last: the process's peak memory is then its own
         for d in dims:
             X = (synthetic.gaussian(n, 16, d, seed=0) + 0.01 * np.random.default_rng(1).normal(size=(n, d))).astype(np.float32)
-            Xt = torch.from_numpy(X)
-            t_gemm, _ = best_of(lambda Xt=Xt: Xt @ Xt.T, 1 if n > 20000 else repeats)
-            t_ours, ours = best_of(lambda X=X: TwoNN(n_bootstrap=0).fit(X).dimension_, repeats)
+            Xt = torch.from_numpy(X).to(device)
+
+            def gram(Xt=Xt):
+                Xt @ Xt.T
+                sync()
+
+            def ours(Xt=Xt):
+                value = TwoNN(n_bootstrap=0, device=device).fit(Xt).dimension_
+                sync()
+                return value
+
+            t_ours, value = best_of(ours, 1 if n > 20000 else repeats)
+            peak = peak_rss_mb()  # before the Gram product, which holds all N^2 floats at once
+            t_gemm, _ = best_of(gram, 1 if n > 20000 else repeats)
             if n <= skdim_max:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     t_ref, ref = best_of(lambda X=X: skdim.id.TwoNN().fit(X).dimension_, repeats)
-                cells = f"{t_ref:>10.2f} {t_ref / t_ours:>8.1f}x {ours:>10.4f} {ref:>10.4f} {abs(ours - ref) / ref:>10.1e}"
+                cells = f"{t_ref:>10.2f} {t_ref / t_ours:>8.1f}x {value:>10.4f} {ref:>10.4f} {abs(value - ref) / ref:>10.1e}"
             else:
-                cells = f"{'skipped':>10} {'':>9} {ours:>10.4f} {'':>10} {'':>10}"
-            print(f"{n:>7} {d:>5} {t_gemm:>10.2f} {t_ours:>11.2f} {cells}", flush=True)
+                cells = f"{'skipped':>10} {'':>9} {value:>10.4f} {'':>10} {'':>10}"
+            print(f"{n:>7} {d:>5} {t_gemm:>10.2f} {t_ours:>11.2f} {t_ours / t_gemm:>11.2f} {cells} {peak:>12.0f}",
+                  flush=True)
 
 
 def probe_table(n_texts, batch_size, repeats):
@@ -90,8 +112,9 @@ def main():
                         help="largest N given to scikit-dimension (it sorts full distance rows: minutes at 50k)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--probe-texts", type=int, default=1000)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the search runs")
     args = parser.parse_args()
-    estimator_table(args.sizes, args.dims, args.repeats, args.skdim_max)
+    estimator_table(args.sizes, args.dims, args.repeats, args.skdim_max, args.device)
     probe_table(args.probe_texts, 64, args.repeats)
 
 

@@ -86,7 +86,7 @@ def _merge(best_d, best_i, d, i, k):
     return d, torch.gather(all_i, 1, pos)
 
 
-def two_nearest_neighbors(X, block_size: int = 2048, candidates: int = 3,
+def two_nearest_neighbors(X, block_size: int = 2560, candidates: int = 3,
                           device=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact distances and indices of the two nearest neighbours of every row (itself excluded).
 
@@ -103,39 +103,42 @@ def two_nearest_neighbors(X, block_size: int = 2048, candidates: int = 3,
     if not _is_whole(block_size) or block_size < 1 or not _is_whole(candidates) or candidates < 2:
         raise ValueError(f"block_size must be a whole number >= 1 and candidates >= 2, got {block_size!r}, {candidates!r}")
     k = min(candidates, n - 1)
-    # Scale by a power of two (exact in floating point) so the float32 search neither overflows
-    # (data around 1e19) nor underflows (around 1e-22): the dimension is the same for X and c X.
-    X64 = X.to(torch.float64)
-    peak = float((X64 - X64.mean(dim=0, keepdim=True)).abs().max())
-    if peak == 0.0:
+    # Centre (any shift: distances do not move) and scale by a power of two (exact in floating
+    # point) so the float32 search neither overflows (data around 1e19) nor underflows (around
+    # 1e-22): the dimension is the same for X and c X. No full float64 copy of the data is made.
+    span = float((X.amax(dim=0).to(torch.float64) - X.amin(dim=0).to(torch.float64)).max())
+    if span == 0.0:
         raise ValueError("all points are identical: no neighbour distances")
-    scale = 2.0 ** round(math.log2(peak))
-    X = (X64 / scale).to(X.dtype)
-    X32 = (X - X.to(torch.float64).mean(dim=0, keepdim=True).to(X.dtype)).to(torch.float32)
-    sq = (X32.to(torch.float64) ** 2).sum(dim=1).to(torch.float32)
+    scale = 2.0 ** round(math.log2(span))
+    X32 = (X - X.mean(dim=0, keepdim=True)).div_(scale).to(torch.float32)
+    sq = (X32 * X32).sum(dim=1)
     best_d = torch.full((n, k), float("inf"), device=X.device)
     best_i = torch.zeros((n, k), dtype=torch.long, device=X.device)
-    starts = list(range(0, n, block_size))
+    size = -(-n // -(-n // block_size))  # blocks of equal size (at most block_size): no thin last block
+    starts = list(range(0, n, size))
     for a in starts:
-        rows = slice(a, min(a + block_size, n))
+        rows = slice(a, min(a + size, n))
         for b in starts:
             if b < a:
                 continue
-            cols = slice(b, min(b + block_size, n))
+            cols = slice(b, min(b + size, n))
             d2 = torch.addmm(sq[None, cols], X32[rows], X32[cols].T, alpha=-2.0).add_(sq[rows, None])
             if a == b:
                 d2.fill_diagonal_(float("inf"))
             d, i = torch.topk(d2, min(k, d2.shape[1]), dim=1, largest=False)
             best_d[rows], best_i[rows] = _merge(best_d[rows], best_i[rows], d, i + b, k)
-            if a != b:
-                d, i = torch.topk(d2.T, min(k, d2.shape[0]), dim=1, largest=False)
+            if a != b:  # the column-wise minima: a contiguous copy selects 2x faster than a strided view
+                d, i = torch.topk(d2.T.contiguous(), min(k, d2.shape[0]), dim=1, largest=False)
                 best_d[cols], best_i[cols] = _merge(best_d[cols], best_i[cols], d, i + a, k)
+    del X32, d2
+    # the candidates measured directly: differences in the data's precision (scaled exactly, so
+    # that squares never overflow), sums in float64
     exact = torch.empty((n, k), dtype=torch.float64, device=X.device)
     for c in range(k):
-        exact[:, c] = torch.linalg.vector_norm(X[best_i[:, c]] - X, dim=1, dtype=torch.float64)
+        exact[:, c] = torch.linalg.vector_norm((X[best_i[:, c]] - X).div_(scale), dim=1, dtype=torch.float64)
+    exact = exact * scale
     exact, order = torch.sort(exact, dim=1)
     idx = torch.gather(best_i, 1, order)[:, :2]
-    exact = exact * scale
     return exact[:, 0].cpu().numpy(), exact[:, 1].cpu().numpy(), idx.cpu().numpy()
 
 
@@ -198,7 +201,7 @@ class TwoNN(BaseEstimator):
     """
 
     def __init__(self, discard_fraction: float = 0.1, method: str = "linear", n_bootstrap: int = 200,
-                 confidence: float = 0.95, block_size: int = 2048, random_state: int = 0, device=None):
+                 confidence: float = 0.95, block_size: int = 2560, random_state: int = 0, device=None):
         # scikit-learn convention: store the arguments untouched, validate in fit (so clone works)
         self.discard_fraction = discard_fraction
         self.method = method
