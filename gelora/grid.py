@@ -5,9 +5,12 @@ independent command lines.
     python -m gelora.grid --profile gpu --launcher accelerate    # `accelerate launch -m gelora.train ...`
     python -m gelora.grid --profile cpu --missing | xargs -d '\n' -n 1 -P 2 sh -c
     python -m gelora.grid --profile study --sweep --jobs 2      # run the sweep's jobs here, 2 at a time
+    python -m gelora.grid --profile gpu --executor slurm --partition gpu --gpus-per-job 1 --time-min 120
+    python -m gelora.grid --profile smoke --executor local --jobs 2   # submitit's local executor
 
-Each line is a standalone job for a SLURM job array, `xargs -P`, or one process per GPU; nothing
-here schedules anything. The lines build exactly the configs notebook 04 builds (the same
+Each printed line is a standalone job for a SLURM job array, `xargs -P`, or one process per GPU;
+`--executor` submits the missing runs through submitit instead (gelora.cluster): a SLURM job array
+or its local executor, finished runs skipped, failures reported with their log. The lines build exactly the configs notebook 04 builds (the same
 function makes both), so once the jobs have finished, notebook 04 reads every record back and
 trains nothing.
 """
@@ -179,7 +182,18 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", action="store_true",
                         help="the learning-rate sweep's runs (lr_factors) instead of the comparison's")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
-                        help="train the missing runs here, N processes at a time, instead of printing them")
+                        help="train the missing runs here, N processes at a time, instead of printing them "
+                             "(with --executor local: N jobs at a time)")
+    cluster = parser.add_argument_group("submitit (--executor): the missing runs as jobs, finished ones skipped")
+    cluster.add_argument("--executor", default=None, choices=("local", "slurm"),
+                         help="submit through submitit: a SLURM job array, or its local executor on this machine")
+    cluster.add_argument("--partition", default=None, help="SLURM partition")
+    cluster.add_argument("--time-min", type=int, default=60, help="time limit of each job, in minutes")
+    cluster.add_argument("--gpus-per-job", type=int, default=0, help="GPUs of each job (one process per GPU)")
+    cluster.add_argument("--cpus-per-job", type=int, default=None, help="SLURM CPUs per job")
+    cluster.add_argument("--mem-gb", type=int, default=None, help="SLURM memory per job, in GB")
+    cluster.add_argument("--array-parallelism", type=int, default=16, help="SLURM jobs of the array running at once")
+    cluster.add_argument("--no-wait", action="store_true", help="submit and return (rerun later: finished runs are skipped)")
     args = parser.parse_args(argv)
     try:
         params = profile_parameters(args.profile, args.param, args.run_dir)
@@ -199,6 +213,8 @@ def main(argv=None) -> int:
             raise ValueError(f"profile {args.profile!r} has no learning-rate sweep (lr_factors is empty)")
         if args.missing or args.jobs is not None:
             configs = [c for c in configs if not (Path(c.output_dir) / f"{c.run_id}.json").exists()]
+        if args.executor is not None:
+            return _submit(args, params, [c for c in configs if not (Path(c.output_dir) / f"{c.run_id}.json").exists()])
         if args.jobs is not None:  # seed by seed: a study stopped early still has every method at its first seeds
             from .pipeline import resolve
 
@@ -207,10 +223,35 @@ def main(argv=None) -> int:
             return 1 if failed else 0
         for config in configs:
             print(command_line(config, args.launcher))
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"grid error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _submit(args, params: dict, configs: list) -> int:
+    """--executor: the missing runs through submitit; one line per outcome, exit 1 if any failed."""
+    from .cluster import make_executor, submit
+    from .pipeline import resolve
+
+    if args.launcher != "python" or args.processes != 1:
+        raise ValueError("--executor runs one process per job: leave out --launcher and --processes "
+                         "(give a job its GPUs with --gpus-per-job)")
+    if not configs:
+        print("every run of the grid has its record: nothing to submit")
+        return 0
+    folder = resolve(params["run_dir"]) / "logs" / "submitit"
+    executor = make_executor(args.executor, folder, partition=args.partition, time_min=args.time_min,
+                             gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb,
+                             array_parallelism=args.array_parallelism)
+    outcome = submit(sorted(configs, key=lambda c: c.seed), executor, args.executor, jobs=args.jobs or 1,
+                     wait=not args.no_wait)
+    if outcome.running:
+        print(f"{len(outcome.running)} job(s) submitted; logs in {folder}; run the same command again when they "
+              "have finished: it skips every run with a record")
+    print(f"{len(outcome.finished)} run(s) finished, {len(outcome.failed)} failed"
+          + "".join(f"\n  {run_id}: {error} (log {log})" for run_id, log, error in outcome.failed))
+    return 1 if outcome.failed else 0
 
 
 if __name__ == "__main__":

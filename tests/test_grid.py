@@ -121,3 +121,50 @@ def test_printing_a_swept_grid_trains_nothing(tmp_path):
     assert not list(run.rglob("*.json"))  # nothing trained
     sweep = subprocess.run([*args, "--sweep"], capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(sweep) == 6 and all("gelora.train" in line for line in sweep)
+
+
+def test_submitit_local_executor_trains_the_missing_runs_once(tmp_path, capsys):
+    """gelora grid --executor local: the smoke grid's missing runs through submitit, then nothing;
+    notebook 04's configs find the records."""
+    from gelora.grid import main
+
+    argv = ["--profile", "smoke", "--run-dir", str(tmp_path), "-p", "04.methods=[lora]", "--executor", "local"]
+    assert main(argv) == 0
+    assert "1 run(s) finished, 0 failed" in capsys.readouterr().out
+    configs, _ = notebook_grid(**profile_parameters("smoke", ["04.methods=[lora]"], run_dir=str(tmp_path)))
+    assert all((tmp_path / "results" / f"{c.run_id}.json").is_file() for c in configs)
+    assert main(argv) == 0
+    assert "nothing to submit" in capsys.readouterr().out
+
+
+def test_slurm_job_array_under_submitits_mock(tmp_path):
+    """The SLURM path offline, with submitit's own mocked sbatch/sacct: the array script carries the
+    partition, time, GPUs and parallelism; a job run as SLURM would run it writes its record, and a
+    failing job is reported with its log."""
+    import contextlib
+    import dataclasses
+
+    from submitit.core import submission
+    from submitit.slurm.test_slurm import mocked_slurm
+
+    from gelora.cluster import collect, make_executor, submit
+
+    configs, _ = notebook_grid(**profile_parameters("smoke", ["04.methods=[lora]"], run_dir=str(tmp_path)))
+    broken = dataclasses.replace(configs[0], n_train=10**6)  # fails when its data loads, inside the job
+    with pytest.raises(ValueError, match="needs --partition"):
+        make_executor("slurm", tmp_path / "logs")
+    with mocked_slurm() as mock:
+        executor = make_executor("slurm", tmp_path / "logs", partition="gpu", time_min=90, gpus_per_job=1,
+                                 array_parallelism=3)
+        outcome = submit([configs[0], broken], executor, "slurm", wait=False, log=None)
+        script = next((tmp_path / "logs").glob("*submission_file*.sh")).read_text()
+        for line in ("#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --gpus-per-node=1",
+                     "#SBATCH --array=0-1%2"):  # 3 at once asked; submitit caps it at the array's 2 jobs
+            assert line in script
+        for job, fails in zip(outcome.jobs, (False, True)):
+            with mock.job_context(job.job_id), contextlib.suppress(ValueError if fails else ()):
+                submission.process_job(job.paths.folder)  # what the job's process runs (a failure is pickled)
+        result = collect([configs[0], broken], outcome.jobs, log=None)
+    assert result.finished == [configs[0].run_id] and (tmp_path / "results" / f"{configs[0].run_id}.json").is_file()
+    (run_id, log, error), = result.failed
+    assert run_id == broken.run_id and "n_train=1000000 exceeds" in error and log.endswith(".err")
