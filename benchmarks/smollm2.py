@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorForSeq2Seq
 
+from gelora.adapt import adapt
 from gelora.data import ResponseLogits, load_dataset, prompt_format, tokenize
 from gelora.generate import score
-from gelora.methods import adapt
 from gelora.models import load_model
 from gelora.ranks import count_trainable
 from gelora.train import PeakMemory

@@ -10,9 +10,9 @@ independent command lines.
 
 Each printed line is a standalone job for a SLURM job array, `xargs -P`, or one process per GPU;
 `--executor` submits the missing runs through submitit instead (gelora.cluster): a SLURM job array
-or its local executor, finished runs skipped, failures reported with their log. The lines build exactly the configs notebook 04 builds (the same
-function makes both), so once the jobs have finished, notebook 04 reads every record back and
-trains nothing.
+or its local executor, finished runs skipped, failures reported with their log. Both build exactly
+the configs notebook 04 builds (the same function makes them), so once the jobs have finished,
+notebook 04 reads every record back and trains nothing.
 """
 from __future__ import annotations
 
@@ -58,6 +58,16 @@ def grid_configs(method_names, seeds, budget: int | None = None, lrs: dict | Non
             validate(config)
             configs.append(config)
     return configs
+
+
+def run_grid(method_names, seeds, budget: int | None = None, lrs: dict | None = None, log=print,
+             **settings) -> list[dict]:
+    """Every method x seed with the same settings (FinetuneConfig fields): full fine-tuning
+    without a budget, every adapter at `budget`, `lrs` overriding the registry's learning rates.
+    Finished runs are read back. Returns the records (without the model objects), in order."""
+    from .train import run_configs
+
+    return run_configs(grid_configs(method_names, seeds, budget, lrs, **settings), log)
 
 
 def notebook_grid(model: str, dataset: str, methods: list, seeds: list, reference_rank: int, budget, target_modules,

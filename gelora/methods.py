@@ -387,20 +387,3 @@ register(Method("lora_ga", "LoRA-GA", "lora", 2e-3, "#56b4e9", "<", _lora_ga, lo
 register(Method("pissa", "PiSSA", "lora", 2e-3, "#7f3c8d", ">", _pissa, lora_params, "lora",
                 description="LoRA factors from the principal singular vectors of W0 (Meng et al.; PEFT)"))
 
-
-def adapt(name: str, model, tokenizer, train, steps: int = 100, lr: float | None = None, device: str = "cpu",
-          **settings):
-    """Put method `name` on a model outside the harness (a notebook's plain loop, your own
-    Trainer): the same builder as `finetune`, with settings as FinetuneConfig fields (rank,
-    budget, target_modules, sb_num_samples, ...). `steps` is the planned number of optimiser
-    steps (AdaLoRA's schedule, LoRA-SB's first-step lr). Returns (model, info)."""
-    from .config import FinetuneConfig, validate
-    from .data import prompt_format, tokenize
-
-    config = FinetuneConfig(name, **settings)  # config imports this module: imported here, not at the top
-    validate(config)
-    lr = lr if lr is not None else get_method(name).lr
-    form = prompt_format(tokenizer, config.prompt_format) if train.task == "generation" else "plain"
-    tokens = tokenize(train, tokenizer, config.max_length, form)  # as finetune tokenises it
-    warmup = int(config.warmup_ratio * steps)
-    return build(BuildContext(config, model, tokenizer, train, tokens, steps, warmup, lr, device))

@@ -345,7 +345,10 @@ def matched_baselines(shapes, budget: int) -> dict[str, Baseline]:
 
 def unresolved(profile: pd.DataFrame) -> list[int]:
     """Blocks whose bound max(d_{k+1} - d_k, 0) is decided by noise: the two layers' intervals
-    overlap, so an independent sample could give the opposite sign."""
+    overlap, so an independent sample could give the opposite sign (none for a profile that
+    carries no intervals)."""
+    if not {"ci_low", "ci_high"} <= set(profile.columns):  # a profile without intervals cannot say
+        return []
     rows = profile.sort_values("layer")
     low, high = rows["ci_low"].to_numpy(), rows["ci_high"].to_numpy()
     return [k for k in range(len(rows) - 1)

@@ -7,7 +7,7 @@ The methods are those of `gelora.methods` (full, lora, gelora, adalora, eva, lor
 gelora_sb, lora_ga, pissa). Give `budget` (trainable adapter parameters, the head excluded) to
 compare at a matched budget, or `rank` for the uniform methods. Every run writes one JSON record
 (atomically); a run whose record exists is reused unless `force=True`, so an interrupted grid
-resumes where it stopped. `run_grid` runs methods x seeds with shared settings.
+resumes where it stopped. `run_configs` runs a list of configs (`gelora.grid.run_grid`: methods x seeds).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import transformers
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from . import methods
+from .adapt import adapt
 from .checks import check_real, check_whole
 from .config import GROUPS, FinetuneConfig, resolve_device, validate
 from .data import as_generation, by_length, collator, file_sha256, load_dataset, prompt_format, shared_texts, tokenize
@@ -38,8 +39,8 @@ from .metrics import PRIMARY, metric_fns
 from .models import load_model
 from .plan import local_rank, plan_steps, world_size
 from .ranks import count_parameters, count_trainable
-from .saved import initial_adapter, save_trained, saved_run_id
 from .records import PeakMemory, atomic_write, atomic_write_json, check_writable, jsonable, read_record, versions
+from .saved import initial_adapter, save_trained, saved_run_id
 
 
 def default_lr(method: str) -> float:
@@ -183,7 +184,7 @@ def first_steps(names, model, tokenizer, data, batches, steps: int, lrs: dict | 
     Returns (losses: method, step, loss; trainable parameters; lrs)."""
     curves, trainable, used = [], {}, {}
     for name in names:
-        adapted, _ = methods.adapt(name, copy.deepcopy(model), tokenizer, data, steps=steps, seed=seed, **settings)
+        adapted, _ = adapt(name, copy.deepcopy(model), tokenizer, data, steps=steps, seed=seed, **settings)
         trainable[name] = count_trainable(adapted)
         used[name] = (lrs or {}).get(name, default_lr(name))
         torch.manual_seed(seed)  # the same dropout masks for every method
@@ -301,7 +302,8 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
     head = _head_params(model)
     record = {
         "run_id": path.stem, "method": config.method, "model": config.model, "dataset": config.dataset,
-        "seed": config.seed, "task": task, "label_names": train.label_names, "metric": primary, "prompt_format": form if task == "generation" else None,
+        "seed": config.seed, "task": task, "label_names": train.label_names, "metric": primary,
+        "prompt_format": form if task == "generation" else None,
         "final": {primary: final[f"eval_{primary}"], **_strip(final, "eval_")},
         "best": _best(evals, primary),
         "test": _strip(test_metrics, "test_"),
@@ -380,16 +382,6 @@ def _strip(metrics: dict, prefix: str) -> dict:
     """Metrics without their prefix, timings left out (they belong to the run, not the model)."""
     return {k[len(prefix):]: v for k, v in metrics.items()
             if k.startswith(prefix) and not k.endswith(TIMINGS)}
-
-
-def run_grid(method_names, seeds, budget: int | None = None, lrs: dict | None = None, log=print,
-             **settings) -> list[dict]:
-    """Every method x seed with the same settings (FinetuneConfig fields): full fine-tuning
-    without a budget, every adapter at `budget`, `lrs` overriding the registry's learning rates.
-    Finished runs are read back. Returns the records (without the model objects), in order."""
-    from .grid import grid_configs
-
-    return run_configs(grid_configs(method_names, seeds, budget, lrs, **settings), log)
 
 
 def run_configs(configs, log=print) -> list[dict]:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from gelora import methods
+from gelora.adapt import adapt
 from gelora.data import TextDataset, seeded_loader, tokenize
 from gelora.models import load_model
 from gelora.train import _is_head, train_steps
@@ -62,7 +63,7 @@ def test_the_adapter_learns_with_the_head_frozen(task, name):
     if method.family != "full":
         settings["budget"] = BUDGET[method.family]
     lr = SPECIAL.get(name, RATES[method.family])
-    model, _ = methods.adapt(name, copy.deepcopy(base), tokenizer, train, steps=STEPS, lr=lr, **settings)
+    model, _ = adapt(name, copy.deepcopy(base), tokenizer, train, steps=STEPS, lr=lr, **settings)
     for parameter_name, parameter in model.named_parameters():
         if _is_head(parameter_name):
             parameter.requires_grad_(False)

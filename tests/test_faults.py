@@ -28,6 +28,7 @@ import torch
 from gelora import pipeline, train
 from gelora.config import FinetuneConfig, validate
 from gelora.data import TextDataset, load_dataset, tokenize
+from gelora.grid import run_grid
 from gelora.lora_xs import adapter_layers, add_lora_xs, init_lora_xs, load_adapter, save_adapter
 from gelora.models import load_model
 from gelora.probe import _read_cache, _write_cache, hidden_states, load_profile
@@ -784,7 +785,7 @@ def _(tmp):
 
 @case("harness", "a grid that repeats a seed", ValueError, r"seeds repeats \[0\]: each run once")
 def _(tmp):
-    train.run_grid(["lora"], [0, 1, 0], output_dir=str(tmp))
+    run_grid(["lora"], [0, 1, 0], output_dir=str(tmp))
 
 
 # ---------------------------------------------------------------- pipeline

@@ -88,7 +88,7 @@ def test_notebooks_run_on_their_own_and_on_your_own_data(tmp_path, capsys):
 
 
 def test_the_readme_papermill_line_writes_only_into_its_run_folder(tmp_path):
-    line = next(l for l in (ROOT / "README.md").read_text().splitlines() if l.startswith(".venv/bin/papermill "))
+    line = next(x for x in (ROOT / "README.md").read_text().splitlines() if x.startswith(".venv/bin/papermill "))
     args = line.replace("/tmp/run", str(tmp_path / "run")).split()[1:] + ["--log-level", "ERROR"]
     args += ["-y", "seeds: [0]\nmethods: [lora, gelora]"]  # fewer runs: the writes are what is tested
     (tmp_path / "run").mkdir()
