@@ -42,7 +42,8 @@ clean-runs:
 # time, then every method's learning rate chosen by the full-length protocol (docs/STATISTICS.md:
 # a factor-2 grid, seeds 0-2 per rate, extended until a worse neighbour on each side; `--plan`
 # prints what is left and its estimated hours first), then notebook 02 on its profile (the rank
-# intervals that notebook 06 reads), the parameter-efficiency curve and the per-block rank sweep.
+# intervals that notebook 06 reads), the parameter-efficiency curve (every point's rate by the same
+# protocol, seeds 0-2) and the per-block rank sweep.
 # Finished runs are kept, so an interrupted study resumes where it stopped; notebooks 05 and 06
 # and the README read its committed results/study/.
 # (the first comparison runs a task's grid at the short sweep's rates; once its results/ exist, the
@@ -55,7 +56,9 @@ study: setup
 	$(PY) -m gelora.study --tune trec6 movie-sentiment --plan
 	$(PY) -m gelora.study --tune trec6 movie-sentiment --jobs 2
 	for p in study study-trec6; do $(PY) -m gelora.pipeline --profile $$p --only 02 --no-progress || exit 1; done
-	$(PY) -m gelora.study --efficiency --block-sweep
+	$(PY) -m gelora.study --efficiency --plan
+	$(PY) -m gelora.study --efficiency --jobs 2
+	$(PY) -m gelora.study --block-sweep
 	$(PY) -m gelora.study --readme
 
 # The reference runs' executed notebooks (results/cpu and results/cpu-llm, committed) as a book in

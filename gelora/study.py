@@ -4,7 +4,8 @@
     python -m gelora.study              # every task's verdicts, printed
     python -m gelora.study --readme     # rewrite the README's study section from them
     python -m gelora.study --check      # exit 1 if the README's section differs from the results
-    python -m gelora.study --efficiency movie-sentiment   # train the parameter-efficiency points
+    python -m gelora.study --efficiency trec6 --plan       # the efficiency curve's rate protocol: what is left
+    python -m gelora.study --efficiency trec6 --points lora_sb@8 lora_sb@15   # tune and train those points
 
 Each task is a folder under results/study/ holding what its profile's notebook-04 grid wrote:
 `results/` (one record and one prediction file per run), `lr_sweep.csv` and `id_profile.csv`.
@@ -101,8 +102,11 @@ def plateau(records: list[dict]) -> pd.DataFrame:
 # The curve's points beside the study's budget-matched runs: LoRA at r = 1-16, LoRA-SB from r = 8
 # (96x fewer parameters than LoRA r = 8, on MiniLM's query/value) to 32 (6x), LoRA-XS at LoRA-SB's
 # smallest size, and the two other initialisations at LoRA's reference rank.
+# LoRA-SB r = 15 is the claim's 27x point (73,728 / (12 x 15^2) = 27.3), r = 8 its 90x point (96x:
+# the nearest whole core to 90x, 8.26).
 EFFICIENCY_POINTS = (("lora", 1), ("lora", 2), ("lora", 4), ("lora", 16), ("lora_xs", 8), ("lora_sb", 8),
-                     ("lora_sb", 16), ("lora_sb", 32), ("lora_ga", 8), ("pissa", 8))
+                     ("lora_sb", 15), ("lora_sb", 16), ("lora_sb", 32), ("lora_ga", 8), ("pissa", 8))
+CLAIM_RANGE = (27, 96)  # LoRA-SB's "27-90x fewer parameters", the 90x end at its nearest whole core (96x)
 EFFICIENCY_SEEDS = (0, 1, 2)
 EFFICIENCY_FACTORS = (0.2, 1.0, 5.0)  # each point's sweep, around the study's rate for its method
 EFFICIENCY_DIR = "efficiency"
@@ -188,6 +192,48 @@ def efficiency_configs(folder: Path, points=EFFICIENCY_POINTS, seeds=EFFICIENCY_
             for method, rank in points if (method, rank) in rates for seed in seeds]
 
 
+def efficiency_track(folder: Path, points=EFFICIENCY_POINTS):
+    """The curve's points as a track of the rate protocol (`gelora.study_rates`): label
+    "method@rank", the study's settings at that rank without a budget, runs in efficiency/results
+    and efficiency/rates; each grid anchored at the short sweep's choice for that point where it
+    has one (its three full-length seeds are then the protocol's first rate), else at the short
+    sweep's choice for the same method's nearest rank, else at the comparison's chosen rate for
+    the method, else the registry's."""
+    from .study_rates import Track, choices
+
+    base, _, _ = _study_settings(folder)
+    swept = efficiency_rates(folder, points)
+    settled = {m: c.rate for m, (c, _) in choices(folder).items() if c.settled}
+    configs, anchors = [], []
+    for method, rank in points:
+        nearest = sorted((abs(r - rank), rate) for (m, r), rate in swept.items() if m == method)  # same method, closest rank
+        rate = swept.get((method, rank)) or (nearest[0][1] if nearest else None) or settled.get(method) \
+            or registry.get_method(method).lr
+        label = f"{method}@{rank}"
+        configs.append((label, _run(base, folder, f"{EFFICIENCY_DIR}/results", method=method, rank=rank, seed=0, lr=rate)))
+        anchors.append((label, float(rate)))
+    return Track(folder, f"{EFFICIENCY_DIR}/results", f"{EFFICIENCY_DIR}/rates", tuple(configs), tuple(anchors))
+
+
+def efficiency_runs(folder: Path, points=EFFICIENCY_POINTS) -> dict:
+    """label -> (configs of the point's curve runs, how their rate was chosen): at the protocol's
+    rate x EFFICIENCY_SEEDS where the protocol has settled the point, else at the short sweep's."""
+    from .study_rates import choices, comparison_configs
+
+    track = efficiency_track(folder, points)
+    state = choices(track)
+    old: dict = {}
+    for c in efficiency_configs(folder, points):
+        old.setdefault(f"{c.method}@{c.rank}", []).append(c)
+    out = {}
+    for label, (choice, _) in state.items():
+        if choice.settled:
+            out[label] = (comparison_configs(track, EFFICIENCY_SEEDS, {label: state[label]}), f"protocol ({choice.status})")
+        elif label in old:
+            out[label] = (old[label], "one-seed short sweep (protocol pending)")
+    return out
+
+
 def reference_configs(folder: Path, reference: str = "lora", factors=REFERENCE_FACTORS, seeds=EFFICIENCY_SEEDS) -> list:
     """The reference's full-length runs at lower rates: the study's own settings and budget for
     `reference`, its chosen rate x each factor, the curve's seeds."""
@@ -206,6 +252,13 @@ def reference_choice(folder: Path, reference: str = "lora", factors=REFERENCE_FA
     study = [r for r in task_records(folder) if r["method"] == reference and r["seed"] in seeds]
     if not study:
         raise ValueError(f"the study of {folder.name} has no {reference!r} runs to compare the curve with")
+    from .study_rates import choices
+
+    chosen = choices(folder).get(reference, (None,))[0]
+    if chosen is not None and chosen.settled and chosen.rate == study[0]["lr"]:  # the protocol chose it: no more
+        mean = float(np.mean([r["final"][r["metric"]] for r in study]))
+        return {"lr": chosen.rate, "records": study, "results_dir": folder / "results", "validation": {chosen.rate: mean},
+                "sweep_lr": chosen.rate}
     candidates = [(study[0]["lr"], study, folder / "results")]
     configs = reference_configs(folder, reference, factors, seeds)
     where = folder / EFFICIENCY_DIR / REFERENCE_DIR
@@ -242,7 +295,9 @@ def efficiency(folder: Path, reference: str = "lora", tolerance: float = 0.01, p
 
     check_real("tolerance", tolerance, 0, open_low=True)
     main = task_records(folder)
-    wanted = {c.run_id for c in efficiency_configs(folder, points)}  # the runs at each point's swept rate, no older ones
+    runs = efficiency_runs(folder, points)  # each point at its chosen rate, no other runs
+    wanted = {c.run_id for configs, _ in runs.values() for c in configs}
+    chosen_by = {label: how for label, (_, how) in runs.items()}
     present = [p.stem for p in (folder / EFFICIENCY_DIR / "results").glob("*.json") if p.stem in wanted]
     if not present:
         raise FileNotFoundError(f"no efficiency runs of {folder.name}: python -m gelora.study --efficiency {folder.name}")
@@ -266,7 +321,9 @@ def efficiency(folder: Path, reference: str = "lora", tolerance: float = 0.01, p
         result = paired_interval(a, b)
         verdict = ("matches" if -tolerance < result.low and result.high < tolerance else result.verdict)
         rows.append({"point": key[1], "source": key[0], "adapter_params": params[key],
-                     "fewer_than_reference": ref_params / params[key], "lr": lrs[key], "test": float(a.mean()),
+                     "fewer_than_reference": ref_params / params[key], "lr": lrs[key],
+                     "lr_chosen_by": chosen_by.get(key[1], "the comparison's") if key[0] == "efficiency" else "the comparison's",
+                     "test": float(a.mean()),
                      "difference": result.difference, "low": result.low, "high": result.high, "verdict": verdict,
                      "seeds": ",".join(map(str, seeds)), "seed_std": float(a.mean(axis=1).std(ddof=1)) if len(seeds) > 1 else np.nan,
                      "worst_seed": float(a.mean(axis=1).min())})
@@ -290,6 +347,10 @@ def block_needs(folder: Path) -> pd.DataFrame:
                                 f"python -m gelora.study --block-sweep {folder.name}")
     records = sweep_labels(load_records(results, run_ids=[c.run_id for c in configs]))
     return trained_needs(records, paired_scores(records, results))
+
+
+def _dagger(row) -> str:
+    return "†" if str(row.lr_chosen_by).startswith("one-seed") else ""
 
 
 def _interval(row) -> str:
@@ -448,8 +509,9 @@ def direct_tests(study_dir: str | Path = STUDY_DIR, need: str = "energy_rank_90"
             trained = None
         table, v = bound_vs_need(intervals, update_needs(task_records(folder)), need, trained=trained)
         spread = lr_sensitivity(pd.read_csv(folder / "lr_sweep.csv")).set_index("method")["spread"]
-        sb = curve[(curve["fewer_than_reference"] >= 27) & curve["point"].str.startswith("lora_sb")]
-        rest = curve[~curve["point"].str.startswith("lora_sb") & (curve["source"] == "efficiency")]
+        in_claim = curve["point"].str.startswith("lora_sb") & curve["fewer_than_reference"].round().between(*CLAIM_RANGE)
+        sb = curve[in_claim]
+        rest = curve[~in_claim & (curve["source"] == "efficiency")]  # every other point, favourable or not
         grid_low = int(trained["rank"].min()) if trained is not None else None
         trained_text = (f"trained blocks needed {table['trained_need'].min():.0f}-{table['trained_need'].max():.0f} of "
                         f"{', '.join(map(str, sorted(trained['rank'].unique())))} ("
@@ -462,11 +524,14 @@ def direct_tests(study_dir: str | Path = STUDY_DIR, need: str = "energy_rank_90"
                   + bound_words(table["bound_high"], table[need], v["lower_bound_holds"])
                   + f", Spearman {v['spearman']:+.2f}); "
                   f"{trained_text}. *27-90x fewer parameters* (against {ref_text}): "
-                  + "; ".join(f"{point_label(r.point)} ({r.fewer_than_reference:.0f}x fewer) **{r.verdict}** "
-                              f"{_interval(r)}" for r in sb.itertuples())
+                  + ("; ".join(f"{point_label(r.point)}{_dagger(r)} ({r.fewer_than_reference:.0f}x fewer) **{r.verdict}** "
+                               f"{_interval(r)}" for r in sb.itertuples()) or "no point trained in the claim's range")
                   + ". *The rest of the curve*: " + "; ".join(
-                      f"{point_label(r.point)} **{r.verdict}** {r.difference:+.3f}"
-                      for r in rest.itertuples())
+                      f"{point_label(r.point)}{_dagger(r)} ({r.fewer_than_reference:.1f}x fewer) **{r.verdict}** "
+                      f"{r.difference:+.3f}" for r in rest.itertuples())
+                  + (" († rate from the one-seed short sweep: the full-length protocol has not been run for this "
+                     f"point yet, `python -m gelora.study --efficiency {task}`)"
+                     if curve["lr_chosen_by"].str.startswith("one-seed").any() else "")
                   + "".join(f"; LoRA r=8 at the sweep's lr {r.lr:.3g} **{r.verdict}** {r.difference:+.3f}"
                             for r in curve.itertuples() if r.source == "study" and r.point == "lora")
                   + _unstable_text(curve)
@@ -501,17 +566,6 @@ def _train_missing(args) -> int:
 
     failed = 0
     for task, folder in task_folders(args.study_dir).items():
-        if args.efficiency is not None and (not args.efficiency or task in args.efficiency):
-            confirm = missing(reference_configs(folder))
-            print(f"{task}: {len(confirm)} run(s) confirming the reference's rate to train", flush=True)
-            failed += run_jobs(confirm, args.jobs, folder / EFFICIENCY_DIR / "logs")
-            sweep = missing(efficiency_sweep_configs(folder))
-            print(f"{task}: {len(sweep)} efficiency sweep run(s) to train", flush=True)
-            failed += run_jobs(sweep, args.jobs, folder / EFFICIENCY_DIR / "logs")
-            if not failed:
-                runs = missing(efficiency_configs(folder))
-                print(f"{task}: {len(runs)} efficiency run(s) to train", flush=True)
-                failed += run_jobs(runs, args.jobs, folder / EFFICIENCY_DIR / "logs")
         if args.block_sweep is not None and (not args.block_sweep or task in args.block_sweep):
             runs = missing(block_sweep_configs(folder))
             print(f"{task}: {len(runs)} per-block sweep run(s) to train", flush=True)
@@ -523,40 +577,63 @@ COMPARISON_SEEDS = (0, 1, 2, 3, 4)
 
 
 def _tune(args) -> int:
-    """Rounds of the rate protocol per task until every method is settled, then the comparison."""
-    from .grid import run_jobs
-    from .study_rates import arrange, choices, cost, rate_table, selection_configs
-
+    """Rounds of the rate protocol per task until every method is settled, then the comparison;
+    with --efficiency, the same for the parameter-efficiency curve's points."""
     folders = task_folders(args.study_dir)
-    unknown = sorted(set(args.tune) - set(folders))
+    tasks = args.tune if args.tune is not None else args.efficiency
+    unknown = sorted(set(tasks) - set(folders))
     if unknown:
         print(f"study error: unknown task(s) {unknown}; the study has {sorted(folders)}", file=sys.stderr)
         return 1
-    for task in args.tune or list(folders):  # in the order given
+    for task in tasks or list(folders):  # in the order given
         folder = folders[task]
-        for round_ in range(1, 100):
-            state = choices(folder)
-            todo = selection_configs(folder, state)
-            pending = [m for m, (c, _) in state.items() if not c.settled]
-            print(f"{task}: round {round_}: {len(todo)} selection run(s) for {', '.join(pending) or 'no method'} "
-                  f"(about {cost(folder, todo) / 3600 / args.jobs:.2f} h at {args.jobs} jobs)", flush=True)
-            for method, (choice, _) in state.items():
-                print(f"  {method:>10}: best so far {choice.rate}, {choice.status}, to train {choice.to_train}", flush=True)
-            if not todo or args.plan:
-                break
-            if run_jobs(todo, args.jobs, folder / "logs"):
-                print(f"{task}: a selection run failed (see {folder / 'logs'}); stopping", file=sys.stderr)
-                return 1
-        if args.plan:
-            continue
-        state = choices(folder)
-        rate_table(folder, state).to_csv(folder / "rates.csv", index=False)
-        todo = arrange(folder, COMPARISON_SEEDS, state)
-        print(f"{task}: {len(todo)} comparison run(s) at the chosen rates "
-              f"(about {cost(folder, todo) / 3600 / args.jobs:.2f} h)", flush=True)
-        if run_jobs(todo, args.jobs, folder / "logs"):
-            return 1
+        if args.tune is not None:
+            code = _tune_track(folder, task, args, COMPARISON_SEEDS, folder / "rates.csv", folder / "logs")
+        else:
+            points = _points(args.points)
+            code = _tune_track(efficiency_track(folder, points), f"{task} efficiency", args, EFFICIENCY_SEEDS,
+                               folder / EFFICIENCY_DIR / "rates.csv", folder / EFFICIENCY_DIR / "logs")
+        if code:
+            return code
     return 0
+
+
+def _points(names) -> tuple:
+    """--points lora_sb@8 lora_sb@15 -> those (method, rank) points of the curve (none: all)."""
+    if not names:
+        return EFFICIENCY_POINTS
+    known = {f"{m}@{r}": (m, r) for m, r in EFFICIENCY_POINTS}
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"unknown point(s) {unknown}; the curve has {sorted(known)}")
+    return tuple(known[n] for n in names)
+
+
+def _tune_track(track, name: str, args, seeds, table: Path, logs: Path) -> int:
+    from .grid import run_jobs
+    from .study_rates import arrange, choices, cost, rate_table, selection_configs
+
+    for round_ in range(1, 100):
+        state = choices(track)
+        todo = selection_configs(track, state)
+        pending = [m for m, (c, _) in state.items() if not c.settled]
+        print(f"{name}: round {round_}: {len(todo)} selection run(s) for {', '.join(pending) or 'no point'} "
+              f"(about {cost(track, todo) / 3600 / args.jobs:.2f} h at {args.jobs} jobs)", flush=True)
+        for label, (choice, _) in state.items():
+            print(f"  {label:>10}: best so far {choice.rate}, {choice.status}, to train {choice.to_train}", flush=True)
+        if not todo or args.plan:
+            break
+        if run_jobs(todo, args.jobs, logs):
+            print(f"{name}: a selection run failed (see {logs}); stopping", file=sys.stderr)
+            return 1
+    if args.plan:
+        return 0
+    state = choices(track)
+    rate_table(track, state).to_csv(table, index=False)
+    todo = arrange(track, seeds, state)
+    print(f"{name}: {len(todo)} comparison run(s) at the chosen rates (about {cost(track, todo) / 3600 / args.jobs:.2f} h)",
+          flush=True)
+    return 1 if run_jobs(todo, args.jobs, logs) else 0
 
 
 def main(argv=None) -> int:
@@ -567,8 +644,10 @@ def main(argv=None) -> int:
     parser.add_argument("--readme", action="store_true", help="rewrite the README's study section")
     parser.add_argument("--check", action="store_true", help="exit 1 when the README's section is out of date")
     parser.add_argument("--efficiency", nargs="*", metavar="TASK", default=None,
-                        help="train the missing parameter-efficiency runs of these tasks, each point's learning-rate "
-                             "sweep first (none named: every task)")
+                        help="choose the rate of every point of the parameter-efficiency curve by the protocol and "
+                             "train its seeds (none named: every task; --plan: print the cost only)")
+    parser.add_argument("--points", nargs="*", default=None, metavar="METHOD@RANK",
+                        help="with --efficiency: only these points of the curve (e.g. lora_sb@8 lora_sb@15)")
     parser.add_argument("--block-sweep", nargs="*", metavar="TASK", default=None,
                         help="train the missing runs of the per-block rank sweep of these tasks (none named: every task)")
     parser.add_argument("--tune", nargs="*", metavar="TASK", default=None,
@@ -579,7 +658,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.tune is not None:
         return _tune(args)
-    if args.efficiency is not None or args.block_sweep is not None:
+    if args.efficiency is not None and args.tune is None:
+        return _tune(args)
+    if args.block_sweep is not None:
         return _train_missing(args)
     try:
         section = readme_section(args.study_dir)

@@ -27,19 +27,45 @@ RATES_DIR = "rates"
 CLAIM_ORDER = ("lora", "gelora", "lora_sb", "lora_xs", "adalora", "eva", "gelora_sb", "full")
 
 
-def base_configs(folder: Path) -> dict:
-    """Per method of the task's comparison: the config of its record with the lowest seed (every
-    setting but the rate and the seed is the study's)."""
+@dataclasses.dataclass(frozen=True)
+class Track:
+    """A set of points whose rates the protocol chooses: the task's comparison (one point per
+    method, from the records in `results`), or given points (label -> base config, label ->
+    the grid's anchor rate), such as the parameter-efficiency curve's (method, rank) points."""
+
+    folder: Path
+    results: str = "results"
+    rates: str = RATES_DIR
+    points: tuple = ()  # ((label, base config), ...): empty for the comparison
+    anchors: tuple = ()  # ((label, rate), ...): empty for the registry's rates
+
+
+def _track(where) -> Track:
+    return where if isinstance(where, Track) else Track(Path(where))
+
+
+def base_configs(where) -> dict:
+    """Per point: its base config (every setting but the rate and the seed). The comparison's:
+    per method, the config of its record with the lowest seed."""
     from .config import FinetuneConfig
 
-    records = sorted(load_records(folder / "results"), key=lambda r: r["seed"])
+    track = _track(where)
+    if track.points:
+        return dict(track.points)
+    records = sorted(load_records(track.folder / track.results), key=lambda r: r["seed"])
     bases = {}
     for r in records:
-        bases.setdefault(r["method"], FinetuneConfig(**r["config"]))
+        bases.setdefault(r["method"], FinetuneConfig(**{**r["config"], "method": r["method"]}))
     return dict(sorted(bases.items(), key=lambda kv: _rank(kv[0])))
 
 
+def anchor(track: Track, label: str, base) -> float:
+    """The rate a point's grid is anchored at: given, else the registry's for its method."""
+    return dict(track.anchors).get(label, registry.get_method(base.method).lr)
+
+
 def _rank(method: str) -> int:
+    method = method.split("@")[0]
     return CLAIM_ORDER.index(method) if method in CLAIM_ORDER else len(CLAIM_ORDER)
 
 
@@ -48,11 +74,13 @@ def at(base, folder: Path, sub: str, lr: float, seed: int):
     return dataclasses.replace(base, lr=float(lr), seed=seed, output_dir=str(folder / sub), force=False, progress=False)
 
 
-def full_length_runs(folder: Path, base) -> dict[str, dict]:
-    """run_id -> (record, folder) of every record in results/ and rates/ that is `base` at some rate
-    and seed (the same computation: its name equals the name that config would get)."""
+def full_length_runs(where, base) -> dict[str, dict]:
+    """run_id -> (record, folder) of every record in the track's results and rates folders that is
+    `base` at some rate and seed (the same computation: its name equals that config's name)."""
+    track = _track(where)
+    folder = track.folder
     found = {}
-    for sub in ("results", RATES_DIR):
+    for sub in (track.results, track.rates):
         where = folder / sub
         if not where.is_dir():
             continue
@@ -72,43 +100,48 @@ def curve_of(runs: dict) -> dict:
     return curve
 
 
-def choices(folder: Path) -> dict[str, tuple[RateChoice, dict]]:
-    """Per method: where its protocol stands and its full-length runs."""
+def choices(where) -> dict[str, tuple[RateChoice, dict]]:
+    """Per point (method): where its protocol stands and its full-length runs."""
+    track = _track(where)
     out = {}
-    for method, base in base_configs(folder).items():
-        runs = full_length_runs(folder, base)
-        out[method] = (choose(method, curve_of(runs), registry.get_method(method).lr), runs)
+    for label, base in base_configs(track).items():
+        runs = full_length_runs(track, base)
+        out[label] = (choose(label, curve_of(runs), anchor(track, label, base)), runs)
     return out
 
 
-def selection_configs(folder: Path, state=None) -> list:
+def selection_configs(where, state=None) -> list:
     """The runs the protocol asks for next: every pending rate x every selection seed it lacks."""
-    state = state or choices(folder)
-    bases = base_configs(folder)
+    track = _track(where)
+    state = state or choices(track)
+    bases = base_configs(track)
     configs = []
-    for method, (choice, runs) in state.items():
+    for label, (choice, runs) in state.items():
         have = {(float(r["lr"]), r["seed"]) for r, _ in runs.values()}
-        configs += [at(bases[method], folder, RATES_DIR, rate, seed) for rate in choice.to_train
+        configs += [(label, at(bases[label], track.folder, track.rates, rate, seed)) for rate in choice.to_train
                     for seed in SELECTION_SEEDS if (rate, seed) not in have]
-    return sorted(configs, key=lambda c: (_rank(c.method), c.lr, c.seed))
+    return [c for _, c in sorted(configs, key=lambda lc: (_rank(lc[0]), lc[0], lc[1].lr, lc[1].seed))]
 
 
-def comparison_configs(folder: Path, seeds, state=None) -> list:
-    """Every settled method at its chosen rate x `seeds`, in results/."""
-    state = state or choices(folder)
-    bases = base_configs(folder)
-    return [at(bases[m], folder, "results", choice.rate, seed) for m, (choice, _) in state.items()
+def comparison_configs(where, seeds, state=None) -> list:
+    """Every settled point at its chosen rate x `seeds`, in the track's results folder."""
+    track = _track(where)
+    state = state or choices(track)
+    bases = base_configs(track)
+    return [at(bases[m], track.folder, track.results, choice.rate, seed) for m, (choice, _) in state.items()
             if choice.settled for seed in seeds]
 
 
-def arrange(folder: Path, seeds, state=None, log=print) -> list:
-    """Make results/ hold exactly the comparison: runs at a rate no longer chosen move to rates/,
-    selection runs at the chosen rate are copied in. Returns the comparison runs still to train."""
-    state = state or choices(folder)
+def arrange(where, seeds, state=None, log=print) -> list:
+    """Make the results folder hold exactly the comparison: runs at a rate no longer chosen move to
+    the rates folder, selection runs at the chosen rate are copied in. Returns the comparison runs
+    still to train."""
+    track = _track(where)
+    state = state or choices(track)
     log = log or (lambda message: None)
-    wanted = {c.run_id: c for c in comparison_configs(folder, seeds, state)}
+    wanted = {c.run_id: c for c in comparison_configs(track, seeds, state)}
     settled = {m for m, (choice, _) in state.items() if choice.settled}
-    results, rates = folder / "results", folder / RATES_DIR
+    results, rates = track.folder / track.results, track.folder / track.rates
     rates.mkdir(exist_ok=True)
     for method, (_, runs) in state.items():
         if method not in settled:
@@ -126,10 +159,10 @@ def arrange(folder: Path, seeds, state=None, log=print) -> list:
     return [c for c in wanted.values() if not (results / f"{c.run_id}.json").exists()]
 
 
-def rate_table(folder: Path, state=None) -> pd.DataFrame:
-    """Every method's validation-vs-rate curve (mean, std, min, max over the selection seeds) with
+def rate_table(where, state=None) -> pd.DataFrame:
+    """Every point's validation-vs-rate curve (mean, std, min, max over the selection seeds) with
     the chosen rate, how it was settled and whether its runs reached a plateau."""
-    state = state or choices(folder)
+    state = state or choices(where)
     tables = []
     for method, (choice, runs) in state.items():
         table = choice.curve.assign(method=method, status=choice.status)
@@ -142,12 +175,13 @@ def rate_table(folder: Path, state=None) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def cost(folder: Path, configs: list) -> float:
+def cost(where, configs: list) -> float:
     """Estimated seconds of `configs` on this machine: each method's mean wall time over its runs."""
+    track = _track(where)
     times: dict = {}
-    for sub in ("results", RATES_DIR):
-        if (folder / sub).is_dir():
-            for r in load_records(folder / sub):
+    for sub in (track.results, track.rates):
+        if (track.folder / sub).is_dir():
+            for r in load_records(track.folder / sub):
                 times.setdefault(r["method"], []).append(r["wall_time_s"])
     overall = float(np.mean([t for v in times.values() for t in v])) if times else 60.0
     return float(sum(np.mean(times.get(c.method, [overall])) for c in configs))

@@ -43,3 +43,40 @@ def test_protocol_then_arrange(tmp_path):
     assert len(list((task / "rates").glob("*.json"))) == 5 + 9  # the old rate's runs joined the curve
     table = study_rates.rate_table(task)
     assert table.set_index("rate").loc[4e-3, "chosen"] and len(table) == 4
+
+
+def test_the_efficiency_curve_points_are_tuned_by_the_same_protocol(tmp_path):
+    """A curve point (LoRA r = 2, no budget) is a track of its own: its short-sweep runs anchor the
+    grid, its runs live in efficiency/results and efficiency/rates, two points of one method never
+    mix, and once settled its three seeds sit in efficiency/results at the chosen rate."""
+    import dataclasses
+
+    from gelora import study
+
+    task = tmp_path / "study" / "task"
+    for seed in range(3):
+        add(task, "results", 2e-3, seed)
+    write_run(task / "lr_sweep", "lora", 0, np.ones(N), config=FinetuneConfig(method="lora", **dict(BASE, n_train=32)))
+    points = (("lora", 2), ("lora", 4))
+    for config in study.efficiency_sweep_configs(task, points):  # the short sweep: 2e-3 wins for both points
+        write_run(task / "efficiency" / "lr_sweep", "lora", 0, np.ones(N), lr=config.lr, rank=config.rank,
+                  evals=(0.9 if config.lr == 2e-3 else 0.5,), config=config)
+    track = study.efficiency_track(task, points)
+    assert dict(track.anchors) == {"lora@2": 2e-3, "lora@4": 2e-3} and track.results == "efficiency/results"
+    bases = dict(track.points)
+    for label in ("lora@2", "lora@4"):
+        for lr in (1e-3, 2e-3, 4e-3):
+            for seed in (0, 1, 2):
+                config = dataclasses.replace(bases[label], lr=lr, seed=seed)
+                value = {1e-3: 0.70, 2e-3: 0.80, 4e-3: 0.60}[lr] if label == "lora@2" else {1e-3: 0.9, 2e-3: 0.8,
+                                                                                           4e-3: 0.7}[lr]
+                write_run(task / "efficiency" / ("results" if lr == 2e-3 else "rates"), "lora", seed,
+                          np.ones(N), lr=lr, rank=config.rank, evals=(value + 0.001 * seed,), config=config)
+    state = study_rates.choices(track)
+    assert state["lora@2"][0].status == "interior" and state["lora@2"][0].rate == 2e-3
+    assert state["lora@4"][0].rate == 1e-3 and state["lora@4"][0].to_train == [5e-4]  # its own curve, not r = 2's
+    assert {len(runs) for _, runs in state.values()} == {9}
+    assert study_rates.arrange(track, seeds=(0, 1, 2), state=state, log=None) == []  # lora@2: its seeds are there
+    runs = study.efficiency_runs(task, points)
+    assert runs["lora@2"][1] == "protocol (interior)" and {c.lr for c in runs["lora@2"][0]} == {2e-3}
+    assert runs["lora@4"][1].startswith("one-seed short sweep")  # not settled: the old runs, said so
