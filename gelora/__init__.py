@@ -1,7 +1,42 @@
-"""gelora: geometry-aware low-rank fine-tuning (GeLoRA ranks, LoRA-SB adapters), Jupyter-first."""
+"""gelora: geometry-aware low-rank fine-tuning (GeLoRA ranks, LoRA-SB adapters), Jupyter-first.
+
+The names a user needs are importable from here and loaded on first use, so `import gelora` stays
+cheap (no torch until a name that needs it is touched):
+
+    from gelora import TwoNN, id_profile, gelora_ranks, attach_lora_sb, finetune, paired_interval
+"""
+import importlib
 import warnings
 
 __version__ = "0.1.0"
 
 # A deprecation raised inside PEFT's get_peft_model, about nothing gelora does.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+
+# name -> the module that defines it, in the order of the architecture
+_EXPORTS = {
+    "TwoNN": "twonn",
+    "load_dataset": "data", "load_model": "models",
+    "id_profile": "probe", "probe_dataset": "probe",
+    "gelora_ranks": "ranks", "lora_config": "ranks", "recommend_ranks": "recommend",
+    "add_lora_xs": "lora_xs", "init_lora_xs": "lora_xs", "save_adapter": "lora_xs", "load_adapter": "lora_xs",
+    "export_peft_lora": "lora_xs", "merge_and_unload": "lora_xs", "enable_adapters": "lora_xs",
+    "disable_adapters": "lora_xs", "remove_lora_xs": "lora_xs",
+    "estimate_update": "lora_sb", "apply_lora_sb": "lora_sb", "attach_lora_sb": "lora_sb",
+    "FinetuneConfig": "config", "adapt": "adapt", "finetune": "train", "run_grid": "grid",
+    "predict": "saved", "load_trained": "saved",
+    "paired_interval": "stats", "paired_bootstrap": "stats",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'gelora' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

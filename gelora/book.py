@@ -25,6 +25,7 @@ import nbformat
 from . import plots
 from .pipeline import repo_root, resolve, shown
 
+PROG = "python -m gelora.book"  # `gelora book` sets its own name in help and errors
 RUNS = {"results/cpu": "The encoder run: MiniLM on movie sentences",
         "results/cpu-llm": "The decoder run: SmolLM2-135M on arithmetic"}
 EXTRA_PAGES = {"teaching": ("docs/TEACHING.md", "For teachers"), "solutions": ("notebooks/SOLUTIONS.md", "Solutions")}
@@ -185,7 +186,7 @@ def build(runs=tuple(RUNS), out_dir: str | Path = "build/book") -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gelora.book", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", action="append", default=None,
                         help=f"a run folder whose executed/ notebooks become a chapter (repeatable; default: {', '.join(RUNS)})")
     parser.add_argument("--out", default="build/book", help="site folder (index.html is its entry)")

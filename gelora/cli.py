@@ -7,6 +7,10 @@
     gelora run ...                   the notebook pipeline (python -m gelora.pipeline)
     gelora predict ADAPTER DATA      score a CSV/JSONL/.txt file with an adapter saved by `train --save-adapter`
     gelora export ADAPTER MODEL OUT  a saved LoRA-SB / LoRA-XS adapter as a plain PEFT LoRA adapter
+    gelora study ...                 the study's verdicts, its README section, its rate protocol (python -m gelora.study)
+    gelora book ...                  the reference runs as a book (python -m gelora.book)
+    gelora exercises ...             check or rewrite the notebooks' exercises (python -m gelora.exercises)
+    gelora --version                 the kit's version
 
 A user error is one line on stderr and exit status 1; add --debug anywhere to see the traceback.
 
@@ -21,6 +25,8 @@ import sys
 import time
 import warnings
 from pathlib import Path
+
+from . import __version__
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -236,15 +242,21 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--num-labels", type=int, default=2, help="classes of the head (classification)")
     export.add_argument("--skip-base-check", action="store_true", help="load onto other base weights anyway")
     export.set_defaults(handler=export_command)
-    for name, target, text in (("train", "gelora.train", "one fine-tuning run"),
-                               ("grid", "gelora.grid", "a profile's grid as command lines"),
-                               ("run", "gelora.pipeline", "the notebook pipeline")):
+    main.add_argument("--version", action="version", version=f"gelora {__version__}")
+    for name, target, text in FORWARDED:
         sub = commands.add_parser(name, help=f"{text} (python -m {target}; --help for its flags)", add_help=False)
         sub.set_defaults(handler=None, module=target)
     return main
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ImportError, KeyError)
+# Subcommands whose flags live in their own module (one definition): (name, module, help).
+FORWARDED = (("train", "gelora.train", "one fine-tuning run"),
+             ("grid", "gelora.grid", "a profile's grid: command lines, local jobs or submitit"),
+             ("run", "gelora.pipeline", "the notebook pipeline"),
+             ("study", "gelora.study", "the study: verdicts, README section, rate protocol"),
+             ("book", "gelora.book", "the reference runs as a book"),
+             ("exercises", "gelora.exercises", "check or rewrite the notebooks' exercises"))
 
 
 def main(argv=None) -> int:
@@ -253,13 +265,15 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    forwarded = {"train": "gelora.train", "grid": "gelora.grid", "run": "gelora.pipeline"}
+    forwarded = {name: module for name, module, _ in FORWARDED}
     command = argv[0] if argv else None
     try:
-        if command in forwarded:  # the existing entry points, with all their flags
+        if command in forwarded:  # the modules' own entry points, with all their flags, under this name
             import importlib
 
-            return importlib.import_module(forwarded[command]).main(argv[1:])
+            module = importlib.import_module(forwarded[command])
+            module.PROG = f"gelora {command}"
+            return module.main(argv[1:])
         args = parser().parse_args(argv)
         return args.handler(args)
     except USER_ERRORS as err:

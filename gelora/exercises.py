@@ -17,6 +17,7 @@ import yaml
 
 from .pipeline import notebooks, repo_root
 
+PROG = "python -m gelora.exercises"  # `gelora exercises` sets its own name in help and errors
 MARKER = "## Exercises"
 
 
@@ -102,7 +103,7 @@ def out_of_date(write: bool = False) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gelora.exercises", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite the notebooks' sections and SOLUTIONS.md")
     args = parser.parse_args(argv)
     stale = out_of_date(write=args.write)

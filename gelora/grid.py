@@ -31,6 +31,7 @@ from . import methods as registry
 from .checks import check_whole
 from .config import FinetuneConfig, validate
 
+PROG = "python -m gelora.grid"  # `gelora grid` sets its own name in help and errors
 LAUNCHERS = ("python", "torchrun", "accelerate")
 NOTEBOOK = "04_fine_tuning"
 
@@ -180,7 +181,7 @@ def run_jobs(configs: list[FinetuneConfig], jobs: int, log_dir: Path, log=print)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gelora.grid", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
     parser.add_argument("--profile", default="cpu", help="pipeline profile (smoke, cpu, gpu) or a YAML file")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="[04.]NAME=VALUE",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+PROG = "python -m gelora.pipeline"  # `gelora run` sets its own name in help and errors
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 TYPE_CHECKS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
 
@@ -335,7 +336,7 @@ def run(profile_name: str = "cpu", overrides: list[str] = (), only: list[str] | 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gelora.pipeline", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="cpu", help=f"one of {available_profiles()} or a YAML file")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="[NOTEBOOK.]NAME=VALUE",
                         help="override a parameter (value read as YAML); repeatable")

@@ -42,6 +42,8 @@ from .ranks import count_parameters, count_trainable
 from .records import PeakMemory, atomic_write, atomic_write_json, check_writable, jsonable, read_record, versions
 from .saved import initial_adapter, save_trained, saved_run_id
 
+PROG = "python -m gelora.train"  # `gelora train` sets its own name in help and errors
+
 
 def default_lr(method: str) -> float:
     return methods.get_method(method).lr
@@ -402,7 +404,7 @@ def run_configs(configs, log=print) -> list[dict]:
 # ---------------------------------------------------------------- command line
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gelora.train", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for f in dataclasses.fields(FinetuneConfig):

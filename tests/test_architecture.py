@@ -48,3 +48,18 @@ def test_the_layers_hold():
 def test_the_graph_is_read_from_every_import():
     """The test above could not fail if the parser saw no imports: it sees the known ones."""
     assert {"config", "methods", "data"} <= GRAPH["train"] and "train" in GRAPH["grid"] and "methods" in GRAPH["config"]
+
+
+def test_the_top_level_api_is_lazy_and_complete():
+    """`import gelora` loads no torch; every exported name resolves to the object of its module."""
+    import importlib
+    import subprocess
+    import sys
+
+    probe = "import sys, gelora; print('torch' in sys.modules, 'pandas' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.split() == ["False", "False"]
+    import gelora
+
+    for name, module in gelora._EXPORTS.items():
+        assert getattr(gelora, name) is getattr(importlib.import_module(f"gelora.{module}"), name), name
+    assert set(gelora.__all__) <= set(dir(gelora))
