@@ -99,9 +99,15 @@ def load_profile(name_or_path: str) -> dict:
         if profile.get(section) is not None and not isinstance(profile[section], dict):
             raise ValueError(f"profile {path}: section {section!r} must be a mapping")
         profile[section] = profile.get(section) or {}
-    unknown = sorted(set(profile) - {"description", "common", "notebooks", "skip"})
+    unknown = sorted(set(profile) - {"description", "common", "notebooks", "skip", "columns"})
     if unknown:
-        raise ValueError(f"profile {path} has unknown section(s) {unknown}; expected common, notebooks, skip, description")
+        raise ValueError(f"profile {path} has unknown section(s) {unknown}; expected common, notebooks, skip, "
+                         "columns, description")
+    columns = profile.setdefault("columns", {}) or {}
+    if not isinstance(columns, dict) or set(columns) - {"text", "label"} or not all(
+            isinstance(v, str) and v for v in columns.values()):
+        raise ValueError(f"profile {path}: columns must map text and/or label to column names, got {columns!r}")
+    profile["columns"] = columns
     skip = profile.setdefault("skip", [])
     if not isinstance(skip, list) or not all(isinstance(s, str) for s in skip):
         raise ValueError(f"profile {path}: skip must be a list of notebook names, got {skip!r}")
@@ -156,8 +162,11 @@ def _check_type(notebook: str, name: str, value, declared: dict) -> None:
         raise ValueError(f"{notebook}: parameter {name!r} must be {kind}, got {value!r} ({type(value).__name__})")
 
 
-def plan(profile: dict, overrides: list[str] = (), only: list[str] | None = None) -> list[tuple[Path, dict]]:
-    """Each notebook to run with its parameters, after checking every name and type."""
+def plan(profile: dict, overrides: list[str] = (), only: list[str] | None = None,
+         columns: dict | None = None) -> list[tuple[Path, dict]]:
+    """Each notebook to run with its parameters, after checking every name and type. `columns`
+    (text / label -> your table's names; else the profile's `columns`): a local dataset is read
+    through a copy with the kit's names, written in the run folder."""
     books = notebooks()
     stems = {p.stem: p for p in books}
     numbers = {p.stem[:2]: p.stem for p in books}
@@ -198,6 +207,9 @@ def plan(profile: dict, overrides: list[str] = (), only: list[str] | None = None
         for stem in chosen:
             if "figures_dir" in chosen[stem]:
                 chosen[stem]["figures_dir"] = ""
+    columns = {**profile.get("columns", {}), **(columns or {})}
+    if columns:
+        with_kit_columns(chosen, columns)
     if "dataset" in names:  # your own data: the profile's folder and sizes were for its dataset
         if "run_dir" not in names and profile["common"].get("run_dir"):
             raise ValueError(f"-p dataset=... trains on another dataset than the profile's "
@@ -218,6 +230,33 @@ def plan(profile: dict, overrides: list[str] = (), only: list[str] | None = None
             raise ValueError(f"--only names notebook(s) {skipped} that the profile skips")
         selected = [p for p in books if p.stem in wanted]
     return [(p, chosen[p.stem]) for p in selected]
+
+
+def with_kit_columns(chosen: dict, columns: dict, log=print) -> None:
+    """Point every notebook's local `dataset` at a copy whose columns carry the kit's names (`text`,
+    `label`), written once into the run folder (<run_dir>/data/): the notebooks read those names."""
+    from .data import TABLE_SUFFIXES, read_table
+
+    copies: dict = {}
+    for params in chosen.values():
+        dataset, run_dir = params.get("dataset"), params.get("run_dir")
+        if not dataset or not run_dir or not Path(dataset).exists():
+            continue
+        if dataset not in copies:
+            source = Path(dataset)
+            files = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.suffix in TABLE_SUFFIXES)
+            target = resolve(run_dir) / "data" / source.stem
+            target.mkdir(parents=True, exist_ok=True)
+            for file in files:
+                frame = read_table(file)
+                missing = sorted(set(columns.values()) - set(frame.columns))
+                if missing:
+                    raise ValueError(f"{file} has no column(s) {missing}; its columns are {list(frame.columns)}")
+                frame = frame.rename(columns={name: kit for kit, name in columns.items()})
+                frame.to_csv(target / f"{file.stem}.csv", index=False)
+            copies[dataset] = str(target / f"{source.stem}.csv") if source.is_file() else str(target)
+            log(f"{dataset}: columns {columns} read as the kit's names through {shown(copies[dataset])}")
+        params["dataset"] = copies[dataset]
 
 
 # Parameters that count examples of a split: a profile's value is for its own dataset.
@@ -297,7 +336,7 @@ def executed_status(path: str | Path) -> str:
 
 
 def run(profile_name: str = "cpu", overrides: list[str] = (), only: list[str] | None = None,
-        run_dir: str | None = None, progress: bool = True) -> list[Path]:
+        run_dir: str | None = None, progress: bool = True, columns: dict | None = None) -> list[Path]:
     """Execute the notebooks; returns the executed copies. Raises NotebookFailed at the first
     failing cell, naming the notebook, the cell and the error."""
     import papermill
@@ -306,7 +345,7 @@ def run(profile_name: str = "cpu", overrides: list[str] = (), only: list[str] | 
     profile = load_profile(profile_name)
     if run_dir is not None:
         overrides = [*overrides, f"run_dir={run_dir}"]
-    steps = plan(profile, overrides, only)
+    steps = plan(profile, overrides, only, columns)
     folder = resolve(steps[0][1].get("run_dir", profile["common"].get("run_dir", "runs/default"))) / "executed"
     folder.mkdir(parents=True, exist_ok=True)
     outputs = []
@@ -344,16 +383,19 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", default=None, help="results folder (default: the profile's run_dir)")
     parser.add_argument("--no-progress", action="store_true", help="no cell progress bar")
     parser.add_argument("--list", action="store_true", help="show the plan (notebooks and parameters) and stop")
+    parser.add_argument("--text-column", default=None, help="your table's text column (the notebooks read 'text')")
+    parser.add_argument("--label-column", default=None, help="your table's label column (the notebooks read 'label')")
     args = parser.parse_args(argv)
     only = args.only.split(",") if args.only else None
+    columns = {k: v for k, v in (("text", args.text_column), ("label", args.label_column)) if v}
     try:
         if args.list:
             profile = load_profile(args.profile)
             overrides = args.param + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
-            for path, params in plan(profile, overrides, only):
+            for path, params in plan(profile, overrides, only, columns):
                 print(path.stem, params)
             return 0
-        run(args.profile, args.param, only, args.run_dir, progress=not args.no_progress)
+        run(args.profile, args.param, only, args.run_dir, progress=not args.no_progress, columns=columns)
     except (ValueError, NotebookFailed, FileNotFoundError) as err:
         print(f"pipeline error: {err}", file=sys.stderr)
         return 1

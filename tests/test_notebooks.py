@@ -69,16 +69,18 @@ def test_a_rerun_reuses_finished_work(smoke_run):
 
 def test_notebooks_run_on_their_own_and_on_your_own_data(tmp_path, capsys):
     """02 and 04 compute the profile they need when notebook 01 has not run; one `-p dataset=` of a
-    user's CSV (divided by the kit) is enough, the profile's sizes that do not fit are fitted."""
+    user's CSV with its own column names (divided by the kit) is enough, the profile's sizes that do
+    not fit are fitted."""
     from gelora.data import load_dataset
 
     movies = load_dataset("movie-sentiment", "train")
     own = tmp_path / "mine.csv"
-    pd.DataFrame({"text": movies.texts[:200], "label": [movies.label_names[i] for i in movies.labels[:200]]}).to_csv(
+    pd.DataFrame({"review": movies.texts[:200], "stars": [movies.label_names[i] for i in movies.labels[:200]]}).to_csv(
         own, index=False)
     run = tmp_path / "run"
     overrides = [f"dataset={own}", "04.methods=[lora, gelora]", "02.sensitivity_examples=[40]"]
-    outputs = pipeline.run("smoke", overrides=overrides, run_dir=str(run), only=["02", "04"], progress=False)
+    outputs = pipeline.run("smoke", overrides=overrides, run_dir=str(run), only=["02", "04"], progress=False,
+                           columns={"text": "review", "label": "stars"})
     assert len(outputs) == 2 and (run / "id_profile.csv").exists() and (run / "ranks.json").exists()
     assert "n_test=24 was set for movie-sentiment; " in capsys.readouterr().out  # 20 test rows of 200: fitted
     records = [json.loads(p.read_text()) for p in (run / "results").glob("*.json")]
