@@ -153,10 +153,28 @@ def gelora_ranks(profile, min_rank: int = 0, max_rank: int | None = None, roundi
     if shapes is None:
         raise ValueError("budget matching needs the model's target shapes: shapes=block_shapes(model, targets)")
     mats = _shapes_in_order(shapes, len(bounds), adapter)
-    caps = _max_ranks(mats, max_rank)
     if (weights == 0).all():
         raise ValueError("every GeLoRA bound is 0 and offset is 0: there is no profile shape to spread "
                          "a budget over; pass offset > 0 (ranks follow bound + offset) or use min_rank")
+    ranks = scale_to_budget(weights, mats, budget, min_rank, max_rank, adapter)
+
+    def cost(ranks) -> int:
+        return adapter_params(dict(enumerate(mats)), ranks, adapter)
+
+    params = cost(ranks)
+    notes.append(f"scaled to a budget of {budget}: {params} parameters ({params / budget:.2%})")
+    return RankAllocation(ranks, bounds.tolist(), dims.tolist(), adapter, params, budget, settings,
+                          _note_switched_off(ranks, notes))
+
+
+def scale_to_budget(weights, mats: list, budget: int, min_rank: int = 0, max_rank: int | None = None,
+                    adapter: str = "lora") -> list[int]:
+    """Whole ranks proportional to `weights` (one per block, >= 0), clipped to [min_rank, max_rank]
+    (None: the smallest matrix side), whose parameter count comes as close to `budget` as integers
+    allow without exceeding it (the shortfall is below one rank-step of one block): a bisection on
+    the scale, then one rank at a time where the continuous target is furthest ahead."""
+    weights = np.asarray(weights, dtype=float)
+    caps = _max_ranks(mats, max_rank)
 
     def cost(ranks) -> int:
         return adapter_params(dict(enumerate(mats)), ranks, adapter)
@@ -164,6 +182,8 @@ def gelora_ranks(profile, min_rank: int = 0, max_rank: int | None = None, roundi
     def continuous(scale):
         return [min(max(scale * w, min_rank), cap) for w, cap in zip(weights, caps)]
 
+    if (weights < 0).any() or not np.isfinite(weights).all() or (weights == 0).all():
+        raise ValueError(f"weights must be finite, >= 0 and not all 0, got {weights.tolist()}")
     smallest = cost([max(min_rank, 1 if w > 0 else 0) for w in weights])
     if budget < smallest:
         raise ValueError(f"budget {budget} is below the smallest allocation: {smallest} parameters "
@@ -187,10 +207,7 @@ def gelora_ranks(profile, min_rank: int = 0, max_rank: int | None = None, roundi
             break
         best = max(options, key=lambda k: (target[k] - ranks[k], weights[k]))
         ranks[best] += 1
-    params = cost(ranks)
-    notes.append(f"scaled to a budget of {budget}: {params} parameters ({params / budget:.2%})")
-    return RankAllocation(ranks, bounds.tolist(), dims.tolist(), adapter, params, budget, settings,
-                          _note_switched_off(ranks, notes))
+    return ranks
 
 
 def _note_switched_off(ranks: list[int], notes: list[str]) -> list[str]:
