@@ -1,0 +1,82 @@
+"""Rank allocators at one budget, against hand computations: equal weights give uniform ranks, the
+random null spends the same budget, the inverted control is GeLoRA reversed, and the spectrum
+rules read ranks that are known by construction."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gelora import allocators
+from gelora.ranks import gelora_ranks
+
+SHAPES = {k: [(f"encoder.layer.{k}.attention.self.query", 384, 384), (f"encoder.layer.{k}.attention.self.value", 384, 384)]
+          for k in range(6)}  # MiniLM's query and value
+BUDGET = 73_728  # uniform LoRA r = 8: 6 blocks x 2 matrices x 8 x (384 + 384)
+PROFILE = pd.DataFrame({"layer": range(7), "dimension": [10.0, 12.0, 11.0, 15.0, 14.0, 20.0, 13.0],
+                        "ci_low": np.nan, "ci_high": np.nan})
+
+
+def test_uniform_weights_give_rank_8_everywhere_at_the_budget():
+    allocation = allocators.uniform(SHAPES, BUDGET)
+    assert allocation.ranks == [8] * 6 and allocation.params == BUDGET
+
+
+def test_gelora_and_its_inversion():
+    ours = allocators.gelora(PROFILE, SHAPES, BUDGET)
+    assert ours.ranks == gelora_ranks(PROFILE, offset=1.0, budget=BUDGET, shapes=SHAPES, undefined="zero").ranks
+    assert ours.provenance["bounds"] == [2.0, 0.0, 4.0, 0.0, 6.0, 0.0]  # max(d_{k+1} - d_k, 0) by hand
+    flipped = allocators.inverted(ours, SHAPES)
+    assert flipped.ranks == ours.ranks[::-1] and flipped.params == ours.params <= BUDGET
+    bound = allocators.gelora_bound(PROFILE, SHAPES, BUDGET)
+    assert bound.ranks == [2, 1, 4, 1, 6, 1] and bound.params == 15 * 1536 < BUDGET  # its own, smaller budget
+
+
+def test_random_allocations_spend_the_budget_differently_and_reproducibly():
+    draws = allocators.random(SHAPES, BUDGET, draws=5, seed=0)
+    assert len({tuple(d.ranks) for d in draws}) == 5  # five different splits
+    for draw in draws:  # each within one rank-step (2 x 768 parameters) of the budget, every block adapted
+        assert BUDGET - 1536 < draw.params <= BUDGET and min(draw.ranks) >= 1
+    assert [d.ranks for d in allocators.random(SHAPES, BUDGET, draws=5, seed=0)] == [d.ranks for d in draws]
+    assert [d.ranks for d in allocators.random(SHAPES, BUDGET, draws=5, seed=1)] != [d.ranks for d in draws]
+
+
+def test_spectrum_rules_read_known_energy_ranks():
+    """Block k's matrices have exactly k + 1 equal singular values: energy rank k + 1 at any fraction."""
+    rng = np.random.default_rng(0)
+    matrices, blocks = {}, {}
+    for k in range(6):
+        for name, _, _ in SHAPES[k]:
+            q1, _ = np.linalg.qr(rng.normal(size=(384, k + 1)))
+            q2, _ = np.linalg.qr(rng.normal(size=(384, k + 1)))
+            matrices[name] = torch.tensor(q1 @ q2.T)
+            blocks[name] = k
+    weights = allocators.spectrum_weights(matrices, blocks, fraction=0.9)
+    assert weights.tolist() == [2 * (k + 1) for k in range(6)]
+    allocation = allocators.gradient_spectrum(matrices, SHAPES, BUDGET)
+    assert allocation.ranks == sorted(allocation.ranks) and allocation.ranks[-1] > allocation.ranks[0]
+    assert allocation.params <= BUDGET and allocation.provenance["weights"] == weights.tolist()
+
+
+def test_read_back_keeps_the_shape_of_a_finished_run():
+    allocation = allocators.read_back("adalora", [4, 4, 8, 8, 12, 12], SHAPES, BUDGET)
+    assert allocation.ranks == [4, 4, 8, 8, 12, 12] and allocation.params == BUDGET  # 48 ranks: the budget exactly
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="5 weights for 6 blocks"):
+        allocators.from_weights("x", [1, 1, 1, 1, 1], SHAPES, BUDGET)
+    with pytest.raises(ValueError, match="weights must be finite, >= 0"):
+        allocators.from_weights("x", [1, -1, 1, 1, 1, 1], SHAPES, BUDGET)
+    with pytest.raises(ValueError, match="draws"):
+        allocators.random(SHAPES, BUDGET, draws=0)
+
+
+def test_weight_spectrum_on_a_model(tiny_bert):
+    from gelora.targets import block_shapes
+
+    model, _ = tiny_bert
+    shapes = block_shapes(model, ["query", "value"])
+    budget = allocators.uniform(shapes, 2048).params  # uniform r = 2 on 4 blocks of 64 x 64
+    allocation = allocators.weight_spectrum(model, ["query", "value"], shapes, budget)
+    assert allocation.params <= budget and len(allocation.ranks) == 4 and min(allocation.ranks) >= 0
+    assert all(w > 0 for w in allocation.provenance["weights"])  # random 64 x 64 weights: high energy ranks
