@@ -226,15 +226,17 @@ def metric_vs_params(runs: pd.DataFrame, metric: str = "accuracy", split: str = 
     for method in present:
         group = runs[runs["method"] == method]
         x = counts[method]
-        same = [m for m in present if abs(np.log(counts[m] / x)) < 0.05]  # methods at (nearly) this count
-        shift = 10 ** (0.035 * (same.index(method) - (len(same) - 1) / 2))  # side by side, not on top
+        # methods at (nearly) this count side by side, not on top, in the order of their true counts
+        same = sorted((m for m in present if abs(np.log(counts[m] / x)) < 0.05), key=lambda m: (counts[m], present.index(m)))
+        shift = 10 ** (0.035 * (same.index(method) - (len(same) - 1) / 2))
         y = group[split]
         left.errorbar([x * shift], [y.mean()], yerr=[[y.mean() - y.min()], [y.max() - y.mean()]],
                       fmt=methods.marker(method), ms=9, capsize=4, color=colours[method], alpha=0.85,
-                      label=f"{methods.label(method)} ({x:,.0f} params, {len(group)} seeds)")
+                      label=f"{methods.label(method)} ({x:,.0f} params, {len(group)} seed{'s' if len(group) != 1 else ''})")
     left.set_xscale("log")
+    spread = "bars: min to max over seeds" if runs.groupby("method").size().max() > 1 else "one seed: no spread to draw"
     left.set(xlabel="trainable adapter parameters (log scale; head excluded)", ylabel=f"{split} {metric}",
-             title=title or f"{split.capitalize()} {metric} against parameters\n(mean; bars: min to max over seeds)")
+             title=title or f"{split.capitalize()} {metric} against parameters\n(mean; {spread})")
     left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.22), ncol=2, frameon=False,
                 title="equal parameter counts are drawn side by side", title_fontsize=8)
     sns.stripplot(data=runs, x="method", y=split, order=present, hue="method", hue_order=present,
