@@ -429,6 +429,33 @@ def power_text(table: pd.DataFrame, effect: float = 0.01) -> str:
     return "Power: " + ". ".join(parts) + "."
 
 
+def lesson_vs_study(run_claims: pd.DataFrame, study_claims: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str]:
+    """A small run's claims beside the study's on the same task: both differences, intervals and
+    verdicts, and a sentence (from the numbers) on whether the small run could have told."""
+    study = study_claims[study_claims["task"] == task]
+    both = run_claims.merge(study, on="claim", suffixes=("_run", "_study"))
+    if both.empty:
+        return both, f"The study has no claim on {task} to compare this run with."
+    cols = ["claim", "difference_run", "low_run", "high_run", "verdict_run", "detectable_run", "seeds_run",
+            "difference_study", "low_study", "high_study", "verdict_study", "detectable_study", "seeds_study"]
+    both = both[cols]
+    same = int((both["verdict_run"] == both["verdict_study"]).sum())
+    missed = both[(both["verdict_run"] == "not resolved") & (both["verdict_study"] != "not resolved")]
+    wrong = both[(both["verdict_run"] != "not resolved") & (both["verdict_run"] != both["verdict_study"])]
+    text = (f"On {task}, this run (seeds {both['seeds_run'].iloc[0]}) and the study (seeds {both['seeds_study'].iloc[0]}) "
+            f"agree on {same} of {len(both)} claims. This run resolves differences of about "
+            f"{both['detectable_run'].min():.3f}-{both['detectable_run'].max():.3f} at best (80 % power), the study "
+            f"{both['detectable_study'].min():.3f}-{both['detectable_study'].max():.3f}")
+    if len(missed):
+        text += ("; the study resolves " + "; ".join(
+            f"{r.claim} ({r.verdict_study}, {r.difference_study:+.3f})" for r in missed.itertuples())
+                 + ", which this run's interval could not tell from 0")
+    if len(wrong):
+        text += ("; this run's verdict is overturned for " + "; ".join(
+            f"{r.claim} (here {r.verdict_run}, the study {r.verdict_study})" for r in wrong.itertuples()))
+    return both, text + "."
+
+
 def rate_provenance(folder: Path) -> dict[str, str]:
     """Per method of the comparison: how its rate was chosen, in words."""
     from .study_rates import choices

@@ -216,3 +216,17 @@ def test_committed_verdicts_agree_with_a_t_interval_on_seed_means():
             verdict = table[(table["task"] == task) & (table["claim"] == claim)]["verdict"].item()
             if verdict != "not resolved":
                 assert t_verdict == verdict, (task, claim)
+
+
+def test_a_small_run_beside_the_study():
+    row = dict(low=0.0, high=0.0, detectable=0.05)
+    run = pd.DataFrame([dict(row, claim="A", difference=0.01, verdict="not resolved", seeds="0,1,2"),
+                        dict(row, claim="B", difference=0.04, verdict="better", seeds="0,1,2")])
+    big = pd.DataFrame([dict(row, claim="A", difference=-0.02, verdict="worse", seeds="0,1,2,3,4", task="t", detectable=0.01),
+                        dict(row, claim="B", difference=0.00, verdict="not resolved", seeds="0,1,2,3,4", task="t",
+                             detectable=0.01)])
+    table, text = study.lesson_vs_study(run, big, "t")
+    assert len(table) == 2 and "agree on 0 of 2 claims" in text
+    assert "the study resolves A (worse, -0.020), which this run's interval could not tell from 0" in text
+    assert "overturned for B (here better, the study not resolved)" in text
+    assert study.lesson_vs_study(run, big, "other")[1] == "The study has no claim on other to compare this run with."
