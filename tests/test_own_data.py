@@ -109,26 +109,33 @@ def _in_process_logits(record, path, model="tiny-bert"):
     return logits(record["model_object"].eval(), tokenizer, texts, SMALL["max_length"])
 
 
-@pytest.mark.parametrize("method", ["lora", "pissa", "lora_sb", "full"])
-def test_a_saved_run_predicts_the_same_logits_in_a_fresh_process(method, tmp_path):
+SAVED_FORMATS = {"lora": "peft", "pissa": "peft", "lora_sb": "lora_xs", "full": "full"}
+
+
+def test_saved_runs_predict_the_same_logits_in_a_fresh_process(tmp_path):
+    """One run per format (PEFT; PiSSA converted to plain LoRA; the kit's LoRA-XS format; a full
+    checkpoint), saved, then scored by `gelora predict` in one fresh process for all four."""
     path = str(reviews(tmp_path / "reviews.csv", rows=60, minority=20))
-    saved = tmp_path / "adapter"
-    record = finetune(method, dataset=path, output_dir=str(tmp_path / "runs"), save_adapter=str(saved),
-                      **dict(SMALL, n_train=None, n_eval=None, n_test=None), sb_num_samples=16,
-                      lr=5e-3 if method != "full" else 1e-4)
-    expected = _in_process_logits(record, path)
-    meta = json.loads((saved / RUN_FILE).read_text())
-    assert meta["run_id"] == record["run_id"] and meta["format"] == {"full": "full", "lora_sb": "lora_xs"}.get(method, "peft")
-    out = tmp_path / "predictions.csv"
-    result = subprocess.run([sys.executable, "-m", "gelora.cli", "predict", str(saved), path, "--out", str(out)],
-                            capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    expected, records = {}, {}
+    for method in SAVED_FORMATS:
+        records[method] = finetune(method, dataset=path, output_dir=str(tmp_path / "runs"),
+                                   save_adapter=str(tmp_path / method),
+                                   **dict(SMALL, n_train=None, n_eval=None, n_test=None), sb_num_samples=16,
+                                   lr=5e-3 if method != "full" else 1e-4)
+        expected[method] = _in_process_logits(records[method], path)
+        meta = json.loads((tmp_path / method / RUN_FILE).read_text())
+        assert meta["run_id"] == records[method]["run_id"] and meta["format"] == SAVED_FORMATS[method]
+    script = "; ".join(f"main(['predict', {str(tmp_path / m)!r}, {path!r}, '--out', {str(tmp_path / m) + '.csv'!r}])"
+                       for m in SAVED_FORMATS)
+    result = subprocess.run([sys.executable, "-c", f"from gelora.cli import main; {script}"], capture_output=True,
+                            text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-2000:]
-    table = pd.read_csv(out)
-    found = table[["logit_neg", "logit_pos"]].to_numpy()
-    np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5)
-    assert np.abs(expected[:, 1] - expected[:, 0]).max() > 1e-3  # the head says something: not a constant
-    accuracy = float((table["prediction"] == table["label"]).mean())
-    assert f"60 rows scored by {method} run {record['run_id']}, accuracy {accuracy:.4f}" in result.stdout
+    for method, record in records.items():
+        table = pd.read_csv(tmp_path / f"{method}.csv")
+        np.testing.assert_allclose(table[["logit_neg", "logit_pos"]].to_numpy(), expected[method], rtol=0, atol=1e-5)
+        assert np.abs(expected[method][:, 1] - expected[method][:, 0]).max() > 1e-3  # the head says something
+        accuracy = float((table["prediction"] == table["label"]).mean())
+        assert f"60 rows scored by {method} run {record['run_id']}, accuracy {accuracy:.4f}" in result.stdout
 
 
 def test_plain_peft_loads_a_saved_lora_adapter_onto_the_base_model(tmp_path):
