@@ -109,17 +109,20 @@ def test_jobs_train_the_sweep_then_the_grid_and_a_rerun_trains_nothing(tmp_path,
     assert main(["--profile", "smoke", "--run-dir", str(tmp_path), "--sweep"]) == 1  # smoke has no sweep
 
 
-def test_printing_a_swept_grid_trains_nothing(tmp_path):
+def test_printing_a_swept_grid_trains_nothing(tmp_path, capsys):
     """A profile whose rates come from a sweep: printing the comparison before the sweep has run
     is refused (it used to train the whole sweep in-process while saying it schedules nothing)."""
+    from gelora.grid import main
+
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "gelora.grid", "--profile", "smoke", "--run-dir", str(run), "-p", METHODS,
-            "-p", "04.lr_factors=[1, 2]"]
-    refused = subprocess.run(args, capture_output=True, text=True)
-    assert refused.returncode == 1 and refused.stdout == ""
-    assert "6 of its 6 runs have no record yet: print them with --sweep" in refused.stderr  # 3 methods x 2 rates
+    args = ["--profile", "smoke", "--run-dir", str(run), "-p", "04.methods=[lora, lora_sb, lora_xs]",
+            "-p", "04.lr_factors=[1, 2]"]  # no GeLoRA: nothing to probe
+    assert main(args) == 1
+    refused = capsys.readouterr()
+    assert refused.out == "" and "6 of its 6 runs have no record yet: print them with --sweep" in refused.err
     assert not list(run.rglob("*.json"))  # nothing trained
-    sweep = subprocess.run([*args, "--sweep"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert main([*args, "--sweep"]) == 0
+    sweep = capsys.readouterr().out.splitlines()
     assert len(sweep) == 6 and all("gelora.train" in line for line in sweep)
 
 
