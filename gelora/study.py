@@ -608,7 +608,7 @@ def _tune(args) -> int:
     """Rounds of the rate protocol per task until every method is settled, then the comparison;
     with --efficiency, the same for the parameter-efficiency curve's points."""
     folders = task_folders(args.study_dir)
-    tasks = args.tune if args.tune is not None else args.efficiency
+    tasks = next(t for t in (args.tune, args.efficiency, args.allocators) if t is not None)
     unknown = sorted(set(tasks) - set(folders))
     if unknown:
         print(f"study error: unknown task(s) {unknown}; the study has {sorted(folders)}", file=sys.stderr)
@@ -617,6 +617,14 @@ def _tune(args) -> int:
         folder = folders[task]
         if args.tune is not None:
             code = _tune_track(folder, task, args, COMPARISON_SEEDS, folder / "rates.csv", folder / "logs")
+        elif args.allocators is not None:
+            from .study_allocators import ALLOCATOR_DIR, allocation_track
+
+            track = allocation_track(folder, args.points)
+            for label, config in track.points:
+                print(f"  {label:>24}: ranks per block {config.block_ranks}", flush=True)
+            code = _tune_track(track, f"{task} allocators", args, COMPARISON_SEEDS, folder / ALLOCATOR_DIR / "rates.csv",
+                               folder / ALLOCATOR_DIR / "logs")
         else:
             points = _points(args.points)
             code = _tune_track(efficiency_track(folder, points), f"{task} efficiency", args, EFFICIENCY_SEEDS,
@@ -674,8 +682,12 @@ def main(argv=None) -> int:
     parser.add_argument("--efficiency", nargs="*", metavar="TASK", default=None,
                         help="choose the rate of every point of the parameter-efficiency curve by the protocol and "
                              "train its seeds (none named: every task; --plan: print the cost only)")
-    parser.add_argument("--points", nargs="*", default=None, metavar="METHOD@RANK",
-                        help="with --efficiency: only these points of the curve (e.g. lora_sb@8 lora_sb@15)")
+    parser.add_argument("--allocators", nargs="*", metavar="TASK", default=None,
+                        help="every rank allocator (gelora.allocators) as LoRA at the comparison's budget, its rate by "
+                             "the protocol, seeds 0-4 (none named: every task; --plan: the allocations and the cost)")
+    parser.add_argument("--points", nargs="*", default=None, metavar="POINT",
+                        help="with --efficiency: only these points (e.g. lora_sb@8 lora_sb@15); with --allocators: "
+                             "only these allocations (e.g. alloc:inverted_gelora alloc:random_0)")
     parser.add_argument("--block-sweep", nargs="*", metavar="TASK", default=None,
                         help="train the missing runs of the per-block rank sweep of these tasks (none named: every task)")
     parser.add_argument("--tune", nargs="*", metavar="TASK", default=None,
@@ -686,7 +698,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.tune is not None:
         return _tune(args)
-    if args.efficiency is not None and args.tune is None:
+    if args.tune is None and (args.efficiency is not None or args.allocators is not None):
         return _tune(args)
     if args.block_sweep is not None:
         return _train_missing(args)

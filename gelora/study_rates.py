@@ -179,7 +179,7 @@ def cost(where, configs: list) -> float:
     """Estimated seconds of `configs` on this machine: each method's mean wall time over its runs."""
     track = _track(where)
     times: dict = {}
-    for sub in (track.results, track.rates):
+    for sub in dict.fromkeys((track.results, track.rates, "results", RATES_DIR)):  # the task's own runs too
         if (track.folder / sub).is_dir():
             for r in load_records(track.folder / sub):
                 times.setdefault(r["method"], []).append(r["wall_time_s"])

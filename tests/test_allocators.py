@@ -80,3 +80,40 @@ def test_weight_spectrum_on_a_model(tiny_bert):
     allocation = allocators.weight_spectrum(model, ["query", "value"], shapes, budget)
     assert allocation.params <= budget and len(allocation.ranks) == 4 and min(allocation.ranks) >= 0
     assert all(w > 0 for w in allocation.provenance["weights"])  # random 64 x 64 weights: high energy ranks
+
+
+def test_the_study_trains_each_allocation_as_lora_at_the_comparisons_budget(tmp_path):
+    """The allocations of a (hand-made, tiny-bert) study task become LoRA configs with block ranks,
+    no budget of their own, the comparison's settings and LoRA's rate as their grid's anchor; the
+    uniform one and any allocation equal to it are not trained again."""
+    import json
+
+    from gelora.config import FinetuneConfig
+    from gelora.ranks import adapter_params
+    from gelora.study_allocators import allocation_track
+
+    from .test_study import write_run
+
+    task = tmp_path / "task"
+    base = dict(model="tiny-bert", dataset="movie-sentiment", budget=2048, target_modules=["query", "value"],
+                n_train=64, n_eval=16, max_length=32)
+    for seed in range(3):
+        write_run(task / "results", "lora", seed, np.ones(400), config=FinetuneConfig(method="lora", seed=seed, lr=2e-3, **base))
+    eva = FinetuneConfig(method="eva", seed=0, lr=2e-3, **base)
+    write_run(task / "results", "eva", 0, np.ones(400), config=eva)
+    record = task / "results" / f"{eva.run_id}.json"
+    ranks = {f"bert.encoder.layer.{k}.attention.self.{m}": r for k, r in enumerate([1, 2, 3, 2]) for m in ("query", "value")}
+    record.write_text(json.dumps(dict(json.loads(record.read_text()), ranks=ranks)))
+    pd.DataFrame({"layer": range(5), "dimension": [8.0, 9.0, 7.0, 11.0, 10.0], "ci_low": np.nan,
+                  "ci_high": np.nan}).to_csv(task / "id_profile.csv", index=False)
+    track = allocation_track(task)
+    labels = [label for label, _ in track.points]
+    assert {"alloc:inverted_gelora", "alloc:eva_final"} <= set(labels)  # the spectra may equal uniform here: left out
+    assert sum(label.startswith("alloc:random_") for label in labels) == 5
+    assert "alloc:uniform" not in labels and "alloc:gelora" not in labels
+    shapes = {k: [(f"bert.encoder.layer.{k}.attention.self.{m}", 64, 64) for m in ("query", "value")] for k in range(4)}
+    for _, config in track.points:
+        assert config.method == "lora" and config.budget is None and config.n_train == 64 and config.lr == 2e-3
+        assert 0 < adapter_params(shapes, config.block_ranks) <= 2048 and config.block_ranks != [2, 2, 2, 2]
+    assert dict(track.points)["alloc:eva_final"].block_ranks == [1, 2, 3, 2]  # EVA's 8 ranks: the budget's 8 exactly
+    assert set(dict(track.anchors).values()) == {2e-3} and track.results == "allocators/results"

@@ -1,0 +1,154 @@
+"""The control comparison of the study: every rank allocator (`gelora.allocators`) as a LoRA run
+at the comparison's budget, its rate chosen by the same protocol (`gelora.study_rates`), then paired
+with uniform LoRA and set against the spread of random allocations.
+
+    python -m gelora.study --allocators trec6 --plan             # the allocations and what is left
+    python -m gelora.study --allocators trec6 --points alloc:inverted_gelora --jobs 2
+
+Each allocation is a point of a track labelled `alloc:<name>`: LoRA with `block_ranks` at the
+study's settings, no budget (the ranks spend it), runs in allocators/results and allocators/rates
+of the task's folder, its grid anchored at the comparison's chosen LoRA rate.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ALLOCATOR_DIR = "allocators"
+RANDOM_DRAWS = 5
+# Allocations the comparison already trains (uniform LoRA at the budget, GeLoRA), each at its own
+# protocol-chosen rate: read from results/, never trained again here.
+IN_COMPARISON = {"uniform": "lora", "gelora": "gelora"}
+
+
+def allocations(folder: Path, draws: int = RANDOM_DRAWS) -> dict:
+    """name -> Allocation for the task: uniform, GeLoRA, its inversion, `draws` random ones, the
+    weight and gradient spectra, and EVA's and AdaLoRA's final ranks (seed 0), at the budget of
+    the comparison's LoRA."""
+    import transformers
+
+    from . import allocators
+    from .data import load_dataset, seeded_loader, tokenize
+    from .lora_sb import estimate_update
+    from .models import load_model
+    from .probe import load_profile
+    from .study_rates import base_configs
+    from .targets import block_index, block_shapes
+
+    transformers.utils.logging.disable_progress_bar()  # the weight-loading bar
+    bases = base_configs(folder)
+    lora = bases["lora"]
+    train = load_dataset(lora.dataset, "train")
+    model, tokenizer = load_model(lora.model, train.task, train.num_labels, seed=0)
+    shapes = block_shapes(model, lora.target_modules)
+    budget = lora.budget
+    found = {"uniform": allocators.uniform(shapes, budget)}
+    found["gelora"] = allocators.gelora(load_profile(folder / "id_profile.csv"), shapes, budget,
+                                        offset=lora.gelora_offset)
+    found["inverted_gelora"] = allocators.inverted(found["gelora"], shapes)
+    found.update({a.name: a for a in allocators.random(shapes, budget, draws=draws, seed=0)})
+    found["weight_spectrum"] = allocators.weight_spectrum(model, lora.target_modules, shapes, budget)
+    sample = train.subset(min(lora.sb_num_samples, len(train)), seed=0)
+    batches = seeded_loader(tokenize(sample, tokenizer, lora.max_length), tokenizer, train.task, lora.batch_size, 0)
+    update = estimate_update(model, batches, lora.target_modules, num_samples=len(sample))
+    found["gradient_spectrum"] = allocators.gradient_spectrum(update, shapes, budget)
+    records = {r["method"]: r for r in _records(folder) if r["seed"] == 0}
+    for method, key in (("eva", "ranks"), ("adalora", "final_ranks")):
+        if method in records and isinstance(records[method].get(key), dict):
+            per_block = np.zeros(len(shapes))
+            for name, rank in records[method][key].items():
+                per_block[block_index(name)] += rank / len(shapes[block_index(name)])
+            found[f"{method}_final"] = allocators.read_back(f"{method}_final", per_block, shapes, budget)
+    return found
+
+
+def _records(folder: Path) -> list:
+    from .results import load_records
+
+    return load_records(folder / "results")
+
+
+def allocation_track(folder: Path, names=None, draws: int = RANDOM_DRAWS):
+    """The allocations as a track of the rate protocol (label `alloc:<name>`), anchored at the
+    comparison's chosen LoRA rate."""
+    from .study_rates import Track, base_configs, choices
+
+    lora = base_configs(folder)["lora"]
+    choice = choices(folder)["lora"][0]
+    rate = choice.rate if choice.settled else lora.lr
+    found = allocations(folder, draws)
+    trainable = {f"alloc:{n}" for n, a in found.items() if n not in IN_COMPARISON and a.ranks != found["uniform"].ranks}
+    unknown = sorted(set(names or ()) - trainable)
+    if unknown:
+        raise ValueError(f"unknown allocation(s) {unknown}; the task trains {sorted(trainable)} (uniform and GeLoRA "
+                         "are the comparison's own runs)")
+    points, anchors = [], []
+    for name, allocation in found.items():
+        label = f"alloc:{name}"
+        same = name not in IN_COMPARISON and allocation.ranks == found["uniform"].ranks  # uniform LoRA's computation
+        if name in IN_COMPARISON or same or (names and label not in names):
+            continue
+        config = dataclasses.replace(lora, method="lora", budget=None, block_ranks=list(allocation.ranks), lr=rate,
+                                     output_dir=str(folder / ALLOCATOR_DIR / "results"), force=False, progress=False)
+        points.append((label, config))
+        anchors.append((label, float(rate)))
+    return Track(folder, f"{ALLOCATOR_DIR}/results", f"{ALLOCATOR_DIR}/rates", tuple(points), tuple(anchors))
+
+
+def allocator_table(folder: Path, seeds=(0, 1, 2, 3, 4)) -> pd.DataFrame:
+    """Every settled allocation against uniform LoRA (paired over seeds and test examples) and
+    against the random draws: 'better than chance' when its test mean lies above every random
+    draw's (how many draws is in the table)."""
+    from .results import paired_arrays, paired_scores
+    from .stats import paired_interval
+    from .study_rates import choices, comparison_configs
+
+    found = allocations(folder)
+    track = allocation_track(folder)
+    state = choices(track)
+    comparison = [r for r in _records(folder) if r["seed"] in seeds]
+    scores = paired_scores(comparison, folder / "results")
+    ref_scores = scores["lora"]
+    rows, where = [], folder / ALLOCATOR_DIR / "results"
+    own = {r["method"]: r for r in comparison}
+    for name, method in IN_COMPARISON.items():  # the comparison's own runs, at their own rates
+        if method in scores:
+            a, b, used, _ = paired_arrays(scores[method], ref_scores)
+            result = paired_interval(a, b) if method != "lora" else None
+            rows.append({"allocation": name, "ranks": list(own[method]["allocation"]["ranks"]) if method == "gelora"
+                         else list(own[method]["ranks"].values()), "adapter_params": own[method]["adapter_params"],
+                         "lr": own[method]["lr"], "test": float(a.mean()),
+                         "difference": 0.0 if result is None else result.difference,
+                         "low": 0.0 if result is None else result.low, "high": 0.0 if result is None else result.high,
+                         "verdict": "reference" if result is None else result.verdict, "seeds": ",".join(map(str, used))})
+    for label, (choice, _) in state.items():
+        if not choice.settled:
+            continue
+        wanted = {c.run_id for c in comparison_configs(track, seeds, {label: state[label]})}
+        from .results import load_records
+
+        present = [p.stem for p in where.glob("*.json") if p.stem in wanted]
+        if not present:
+            continue
+        records = [dict(r, method=label) for r in load_records(where, run_ids=present)]
+        a, b, used, _ = paired_arrays(paired_scores(records, where)[label], ref_scores)
+        result = paired_interval(a, b)
+        rows.append({"allocation": label.split(":", 1)[1], "ranks": records[0]["config"]["block_ranks"],
+                     "adapter_params": records[0]["adapter_params"], "lr": choice.rate, "test": float(a.mean()),
+                     "difference": result.difference, "low": result.low, "high": result.high,
+                     "verdict": result.verdict, "seeds": ",".join(map(str, used))})
+    uniform = next((r for r in rows if r["allocation"] == "uniform"), None)
+    for name, allocation in found.items():  # the same ranks as uniform LoRA: the same computation, not retrained
+        if uniform and name not in IN_COMPARISON and allocation.ranks == found["uniform"].ranks:
+            rows.append(dict(uniform, allocation=name, verdict="same ranks as uniform"))
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    draws = table[table["allocation"].str.startswith("random_")]
+    top = draws["test"].max() if len(draws) else np.nan
+    table["random_draws"] = len(draws)
+    table["better_than_chance"] = table["test"] > top if len(draws) else np.nan
+    return table
