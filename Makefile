@@ -43,7 +43,8 @@ clean-runs:
 # a factor-2 grid, seeds 0-2 per rate, extended until a worse neighbour on each side; `--plan`
 # prints what is left and its estimated hours first), then notebook 02 on its profile (the rank
 # intervals that notebook 06 reads), the parameter-efficiency curve (every point's rate by the same
-# protocol, seeds 0-2) and the per-block rank sweep.
+# protocol, seeds 0-2), the rank allocators at the comparison's budget (gelora.study_allocators) and
+# the per-block rank sweep.
 # Finished runs are kept, so an interrupted study resumes where it stopped; notebooks 05 and 06
 # and the README read its committed results/study/.
 # (the first comparison runs a task's grid at the short sweep's rates; once its results/ exist, the
@@ -58,6 +59,8 @@ study: setup
 	for p in study study-trec6; do $(PY) -m gelora.pipeline --profile $$p --only 02 --no-progress || exit 1; done
 	$(PY) -m gelora.study --efficiency --plan
 	$(PY) -m gelora.study --efficiency --jobs 2
+	$(PY) -m gelora.study --allocators --plan
+	$(PY) -m gelora.study --allocators --jobs 2
 	$(PY) -m gelora.study --block-sweep
 	$(PY) -m gelora.study --readme
 
