@@ -264,6 +264,8 @@ def main(argv=None) -> int:
     `--debug` (anywhere on the line) shows the traceback instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if not debug:  # a warning is a sentence for the user, not a source line of the kit
+        warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     argv = [a for a in argv if a != "--debug"]
     forwarded = {name: module for name, module, _ in FORWARDED}
     command = argv[0] if argv else None
