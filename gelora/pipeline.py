@@ -356,7 +356,10 @@ def run(profile_name: str = "cpu", overrides: list[str] = (), only: list[str] | 
         out.unlink(missing_ok=True)  # an older copy must not stand in for this run
         try:
             papermill.execute_notebook(str(path), str(out), parameters=params, cwd=str(repo_root()),
-                                       progress_bar=progress, kernel_name="python3")
+                                       progress_bar=progress, kernel_name="python3",
+                                       # the kernel's own log (transport notices, the interrupt at shutdown)
+                                       # is not the notebook's: a cell's error still stops the run, named
+                                       extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
         except PapermillExecutionError as err:
             source = (err.source or "").strip().splitlines()
             first = source[0] if source else ""

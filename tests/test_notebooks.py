@@ -28,6 +28,7 @@ def test_six_numbered_notebooks():
 def test_stored_stripped_and_documented(path):
     book = nbformat.read(str(path), as_version=4)
     nbformat.validate(book)
+    assert all(cell.get("id") for cell in json.loads(path.read_text())["cells"]), "every cell has an id (nbformat 4.5)"
     for cell in book.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs"
