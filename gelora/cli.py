@@ -188,9 +188,12 @@ def predict_command(args) -> int:
 
 
 def export_command(args) -> int:
+    import transformers
+
     from .lora_xs import export_peft_lora, load_adapter
     from .models import load_model
 
+    transformers.utils.logging.disable_progress_bar()
     task = "generation" if args.task == "causal-lm" else "classification"
     model, _ = load_model(args.model, task, args.num_labels if task == "classification" else None)
     load_adapter(model, args.adapter, check_base=not args.skip_base_check)

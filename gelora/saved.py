@@ -96,6 +96,7 @@ def _put_back_head(model, folder: Path) -> None:
 def load_trained(folder: str | os.PathLike):
     """(model, tokenizer, meta) from a folder written by `save_trained`, the base weights checked
     against the ones the run trained on."""
+    import transformers
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -103,6 +104,7 @@ def load_trained(folder: str | os.PathLike):
     from .lora_xs import load_adapter
     from .models import load_model
 
+    transformers.utils.logging.disable_progress_bar()  # the weight-loading bar: a command prints one line
     folder = Path(folder)
     if not (folder / RUN_FILE).is_file():
         raise FileNotFoundError(f"{folder} holds no {RUN_FILE}: not a folder written by `gelora train --save-adapter`")
