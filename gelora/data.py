@@ -373,7 +373,7 @@ def split_positions(n: int, strata: list[str] | None, source: str) -> dict[str, 
 
 def part_of_file(dataset: TextDataset, split: str, strata: list[str] | None) -> TextDataset:
     """One split of a dataset read whole from a single file (`WHOLE_FILE`: all of it); its meta
-    records the rule, the rows it took and the sizes of all three parts."""
+    records the rule and the sizes of all three parts."""
     if split == WHOLE_FILE:
         return dataset
     positions = split_positions(len(dataset), strata, f"{dataset.name} (one file)")
