@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -185,7 +184,3 @@ def predict(folder: str | os.PathLike, data: str, text_column: str | None = None
     scored["examples"] = len(texts)
     return table, scored
 
-
-def scratch_dir():
-    """A temporary folder for PiSSA / LoRA-GA's initial adapter."""
-    return tempfile.TemporaryDirectory(prefix="gelora-init-")
