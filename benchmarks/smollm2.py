@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorForSeq2Seq
 
-from gelora.adapt import adapt
+from gelora.apply import adapt
 from gelora.data import ResponseLogits, load_dataset, prompt_format, tokenize
 from gelora.generate import score
 from gelora.models import load_model

@@ -23,7 +23,7 @@ _EXPORTS = {
     "export_peft_lora": "lora_xs", "merge_and_unload": "lora_xs", "enable_adapters": "lora_xs",
     "disable_adapters": "lora_xs", "remove_lora_xs": "lora_xs",
     "estimate_update": "lora_sb", "apply_lora_sb": "lora_sb", "attach_lora_sb": "lora_sb",
-    "FinetuneConfig": "config", "adapt": "adapt", "finetune": "train", "run_grid": "grid",
+    "FinetuneConfig": "config", "adapt": "apply", "finetune": "train", "run_grid": "grid",
     "predict": "saved", "load_trained": "saved",
     "paired_interval": "stats", "paired_bootstrap": "stats",
 }

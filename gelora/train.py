@@ -29,7 +29,7 @@ import transformers
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from . import methods
-from .adapt import adapt
+from .apply import adapt
 from .checks import check_real, check_whole
 from .config import GROUPS, FinetuneConfig, resolve_device, validate
 from .data import as_generation, by_length, collator, file_sha256, load_dataset, prompt_format, shared_texts, tokenize

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gelora import methods
-from gelora.adapt import adapt
+from gelora.apply import adapt
 from gelora.data import TextDataset, seeded_loader, tokenize
 from gelora.models import load_model
 from gelora.train import _is_head, train_steps

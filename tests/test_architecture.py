@@ -59,7 +59,9 @@ def test_the_top_level_api_is_lazy_and_complete():
     probe = "import sys, gelora; print('torch' in sys.modules, 'pandas' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.split() == ["False", "False"]
     import gelora
+    import gelora.train  # noqa: F401 - imports every submodule a name could be shadowed by
 
-    for name, module in gelora._EXPORTS.items():
+    for name, module in gelora._EXPORTS.items():  # no exported name is also a submodule's name
+        assert name not in MODULES, f"gelora.{name} is both an exported name and a module"
         assert getattr(gelora, name) is getattr(importlib.import_module(f"gelora.{module}"), name), name
     assert set(gelora.__all__) <= set(dir(gelora))
