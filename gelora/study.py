@@ -469,6 +469,11 @@ def rate_provenance(folder: Path) -> dict[str, str]:
             upper = f"{choice.upper:.3g}" if isinstance(choice.upper, float) else "none"
             where = "interior" if choice.status == "interior" else choice.status
             out[method] = f"protocol, {where} (worse at {lower} / {upper})"
+        elif choice.settled:
+            out[method] = (f"short one-seed sweep; the protocol has since chosen {choice.rate:.3g} ({choice.status}), "
+                           "its comparison seeds still to train")
+        elif choice.rate is not None:
+            out[method] = f"short one-seed sweep; the protocol is under way (best so far {choice.rate:.3g})"
         else:
             out[method] = "short one-seed sweep (not yet re-tuned)"
     return out
