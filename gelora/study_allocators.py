@@ -102,7 +102,7 @@ def allocator_table(folder: Path, seeds=(0, 1, 2, 3, 4)) -> pd.DataFrame:
     """Every settled allocation against uniform LoRA (paired over seeds and test examples) and
     against the random draws: 'better than chance' when its test mean lies above every random
     draw's (how many draws is in the table)."""
-    from .results import paired_arrays, paired_scores
+    from .results import load_records, paired_arrays, paired_scores
     from .stats import paired_interval
     from .study_rates import choices, comparison_configs
 
@@ -128,8 +128,6 @@ def allocator_table(folder: Path, seeds=(0, 1, 2, 3, 4)) -> pd.DataFrame:
         if not choice.settled:
             continue
         wanted = {c.run_id for c in comparison_configs(track, seeds, {label: state[label]})}
-        from .results import load_records
-
         present = [p.stem for p in where.glob("*.json") if p.stem in wanted]
         if not present:
             continue
