@@ -10,6 +10,7 @@
     gelora study ...                 the study's verdicts, its README section, its rate protocol (python -m gelora.study)
     gelora book ...                  the reference runs as a book (python -m gelora.book)
     gelora exercises ...             check or rewrite the notebooks' exercises (python -m gelora.exercises)
+    gelora migrate FOLDER [--apply]  rename records made under an earlier identity rule (python -m gelora.migrate)
     gelora --version                 the kit's version
 
 A user error is one line on stderr and exit status 1; add --debug anywhere to see the traceback.
@@ -259,7 +260,8 @@ FORWARDED = (("train", "gelora.train", "one fine-tuning run"),
              ("run", "gelora.pipeline", "the notebook pipeline"),
              ("study", "gelora.study", "the study: verdicts, README section, rate protocol"),
              ("book", "gelora.book", "the reference runs as a book"),
-             ("exercises", "gelora.exercises", "check or rewrite the notebooks' exercises"))
+             ("exercises", "gelora.exercises", "check or rewrite the notebooks' exercises"),
+             ("migrate", "gelora.migrate", "rename records written under an earlier identity rule, checked"))
 
 
 def main(argv=None) -> int:

@@ -23,8 +23,9 @@ from .plan import world_size
 
 GROUPS = ("data", "model", "method", "optimisation", "output")
 # Settings that do not change the numbers, left out of the run's identity.
-# processes: in the identity's world_size; profile: by its content (identity's content.profile), not
-# by where the file lies, so a committed record is reused in a checkout at another path
+# processes: in the identity's world_size; profile: by the ranks it allocates (identity's
+# content.profile), not by where the file lies or its last digits, so a committed record is reused
+# in a checkout at another path or a profile recomputed on another machine
 NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir", "processes", "profile", "save_adapter")
 # Settings added after records were committed: in the identity only when they differ from these
 # values, so every earlier record keeps its name (a run at these values computes what it did before
@@ -120,9 +121,11 @@ class FinetuneConfig:
         return values
 
     def identity(self) -> dict:
-        """Everything that decides the run's numbers: the settings, the content of the files they
-        name (data splits and ID profile, by sha256), the base model's weights (a fingerprint) and
+        """Everything that decides the run's numbers: the settings, the content of the data files
+        (sha256), the ranks a GeLoRA profile allocates, the base model's weights (a fingerprint) and
         the process layout. Two runs with equal identities compute the same thing."""
+        from .identity import content_fingerprints
+
         processes = self.processes if self.processes is not None else world_size()
         return {"settings": self.settings(), "content": content_fingerprints(self), "world_size": processes}
 
@@ -130,9 +133,14 @@ class FinetuneConfig:
     def run_id(self) -> str:
         """A record's file name: dataset, model, method, seed and the identity's hash, in characters
         that shell tools read as a name (a local path gives its last part: never a leading `-`)."""
-        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
+        digest = identity_digest(self.identity())
         model = Path(self.model).name if os.sep in self.model else self.model
         return f"{_name_part(self.dataset)}__{_name_part(model)}__{self.method}__seed{self.seed}__{digest}"
+
+
+def identity_digest(identity: dict) -> str:
+    """The last part of a record's name: the first 10 hex digits of the identity's sha256."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
 
 
 _DEFAULT_TARGETS: dict = {}
@@ -157,74 +165,6 @@ def _name_part(name: str) -> str:
         name = Path(name).stem if Path(name).is_file() else Path(name).name
     safe = re.sub(r"[^A-Za-z0-9._:+-]", "-", name.replace("/", "-")).lstrip("-.")
     return safe or "data"
-
-
-_HASHES: dict = {}
-
-
-def _file_hash(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, modification time) for this process."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        from .data import file_sha256
-
-        _HASHES[key] = file_sha256(path)
-    return _HASHES[key]
-
-
-def _folder_hash(folder: Path) -> str:
-    """One hash over every file of a model folder (weights, config, tokenizer), by name and content."""
-    digest = hashlib.sha256()
-    def counts(path: Path) -> bool:  # hidden files and folders (.cache locks) and bytecode decide nothing
-        parts = path.relative_to(folder).parts
-        return path.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in parts)
-
-    for path in sorted(p for p in folder.rglob("*") if counts(p)):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + _file_hash(path).encode())
-    return digest.hexdigest()
-
-
-def model_fingerprint(name: str, seed: int) -> str:
-    """What the base weights are: a hash of the files of the packaged model or a local folder, the
-    weights themselves for a model built in-process (they depend on the seed and on the library
-    versions), and the name for a hub id (its revision cannot be known offline)."""
-    from .models import BUILTIN, load_model, minilm_path
-
-    if name == "minilm":
-        return "files:" + _folder_hash(minilm_path())
-    if name == "smollm2":  # the float32 copy is a function of the packaged file
-        from .models import smollm2_gguf
-
-        return "gguf:" + _file_hash(smollm2_gguf())
-    if name in BUILTIN:
-        key = ("in-process", name, seed)
-        if key not in _HASHES:
-            from .probe import fingerprint
-
-            model, _ = load_model(name, "features", seed=seed)
-            _HASHES[key] = "weights:" + fingerprint(model, full=True)
-        return _HASHES[key]
-    if Path(name).is_dir():
-        return "files:" + _folder_hash(Path(name))
-    return "hub:" + name
-
-
-def content_fingerprints(config: FinetuneConfig) -> dict:
-    """sha256 of every local file the run reads (data splits, ID profile) and the model fingerprint."""
-    from .data import data_files
-
-    data = {}
-    for split in ("train", "validation", config.test_split):
-        data[split] = [_file_hash(p) for p in data_files(config.dataset, split) if p.is_file()]
-    uses = get_method(config.method).uses_profile and config.profile is not None
-    profile = _file_hash(Path(config.profile)) if uses and Path(config.profile).is_file() else None
-    content = {"data": data, "profile": profile, "model": model_fingerprint(config.model, config.seed)}
-    if Path(config.dataset).is_file():  # one file divided by a rule: the rule decides what each split holds
-        from .data import FILE_SPLIT
-
-        content["file_split"] = FILE_SPLIT
-    return content
 
 
 def _check_whole(config, name: str, low: int, optional: bool = False) -> None:

@@ -84,7 +84,7 @@ class BuildContext:
         return seeded_loader(dataset if dataset is not None else self.train_tokens, self.tokenizer, self.train.task,
                              self.config.batch_size, self.config.seed, drop_labels, self.config.group_by_length)
 
-    def allocation(self, adapter: str):
+    def allocation(self):
         """GeLoRA ranks from the ID profile (read from `config.profile` or probed now; under several
         processes each probes the same texts, and a shared cache is written under unique names)."""
         config = self.config
@@ -100,19 +100,25 @@ class BuildContext:
             profile = id_profile(self.model, self.tokenizer, subset.texts, text_pairs=subset.text_pairs,
                                  pooling=config.probe_pooling,
                                  max_length=config.max_length, cache_dir=config.cache_dir, progress=config.progress)
-        if len(profile) - 1 != len(self.shapes):
-            raise ValueError(f"the ID profile has {len(profile) - 1} blocks but the model has {len(self.shapes)}")
-        # a block next to a layer without a dimension (a decoder's last-token embeddings, all alike)
-        # gets bound 0, as in notebook 02 and `gelora recommend`; the allocation's notes say so
         self.unresolved_blocks = unresolved(profile)  # the record says which ranks noise decided
-        return gelora_ranks(profile, min_rank=config.gelora_min_rank, max_rank=config.gelora_max_rank,
-                            rounding=config.gelora_rounding, offset=config.gelora_offset, budget=config.budget,
-                            shapes=self.shapes, adapter=adapter, undefined="zero")
+        return gelora_allocation(profile, config, self.shapes, get_method(config.method).ranks_adapter)
 
     def peft_lora(self, block_ranks, **lora_kwargs):
         """A PEFT LoraConfig at per-block ranks (alpha = lora_scale * r, every module by name)."""
         return lora_config(self.model, block_ranks, self.targets, scale=self.config.lora_scale,
                            lora_dropout=self.config.dropout, task_type=self.task_type, **lora_kwargs)
+
+
+def gelora_allocation(profile, config, shapes: dict, adapter: str):
+    """GeLoRA's allocation of `profile` under the run's settings: the one function that both
+    training and the run's identity (`identity.profile_ranks`) call, so they cannot disagree."""
+    if len(profile) - 1 != len(shapes):
+        raise ValueError(f"the ID profile has {len(profile) - 1} blocks but the model has {len(shapes)}")
+    # a block next to a layer without a dimension (a decoder's last-token embeddings, all alike)
+    # gets bound 0, as in notebook 02 and `gelora recommend`; the allocation's notes say so
+    return gelora_ranks(profile, min_rank=config.gelora_min_rank, max_rank=config.gelora_max_rank,
+                        rounding=config.gelora_rounding, offset=config.gelora_offset, budget=config.budget,
+                        shapes=shapes, adapter=adapter, undefined="zero")
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,7 @@ class Method:
     params: Callable[[dict, dict], int] | None  # (block shapes, per-block ranks) -> trainable adapter parameters
     budget_rule: str | None = None  # the matched_baselines entry used at a budget (None: none or its own)
     uses_profile: bool = False
+    ranks_adapter: str = "lora"  # the adapter whose parameter count GeLoRA's budget scaling uses
     callbacks: Callable[[], list] = lambda: []
     finish: Callable[[torch.nn.Module], dict] = lambda model: {}
     description: str = ""
@@ -249,7 +256,7 @@ def _lora(ctx):
 
 
 def _gelora(ctx):
-    allocation = ctx.allocation("lora")
+    allocation = ctx.allocation()
     return _lora_at(ctx, allocation.by_block, {"allocation": allocation.as_dict(),
                                                "unresolved_blocks": ctx.unresolved_blocks})
 
@@ -354,7 +361,7 @@ def _lora_sb(ctx):
 
 
 def _gelora_sb(ctx):
-    allocation = ctx.allocation("lora_sb")
+    allocation = ctx.allocation()
     update, init_lr = _sb_update(ctx)
     apply_lora_sb(ctx.model, update, ranks=allocation.by_block, target_modules=ctx.targets,
                   dropout=ctx.config.dropout, seed=ctx.config.seed)
@@ -381,7 +388,7 @@ register(Method("lora_xs", "LoRA-XS", "lora_xs", 5e-3, "#ca9161", "P", _lora_xs,
 register(Method("lora_sb", "LoRA-SB", "lora_xs", 5e-3, "#fbafe4", "X", _lora_sb, lora_sb_params, "lora_sb",
                 description="LoRA-XS initialised from the first full fine-tuning step (Ponkshe et al.)"))
 register(Method("gelora_sb", "GeLoRA-SB", "lora_xs", 5e-3, "#949494", "*", _gelora_sb, lora_sb_params,
-                uses_profile=True, description="LoRA-SB cores with GeLoRA's per-block ranks"))
+                uses_profile=True, ranks_adapter="lora_sb", description="LoRA-SB cores with GeLoRA's per-block ranks"))
 register(Method("lora_ga", "LoRA-GA", "lora", 2e-3, "#56b4e9", "<", _lora_ga, lora_params, "lora",
                 description="LoRA factors from the SVD of the first gradient (Wang et al.; PEFT)"))
 register(Method("pissa", "PiSSA", "lora", 2e-3, "#7f3c8d", ">", _pissa, lora_params, "lora",

@@ -99,7 +99,7 @@ def load_trained(folder: str | os.PathLike):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .config import model_fingerprint
+    from .identity import model_fingerprint
     from .lora_xs import load_adapter
     from .models import load_model
 

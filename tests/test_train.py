@@ -191,15 +191,16 @@ def test_the_same_settings_have_one_identity_whatever_their_source():
 
 
 def test_the_profile_counts_by_content_not_by_where_it_lies(tmp_path):
-    """A committed record is reused in a checkout at another path; a changed profile is a new run."""
+    """A committed record is reused in a checkout at another path; a profile that allocates other
+    ranks is a new run (tests/test_identity.py: last digits that allocate the same ranks are not)."""
     first, second = tmp_path / "a" / "id_profile.csv", tmp_path / "b" / "id_profile.csv"
     for path in (first, second):
         path.parent.mkdir()
-        path.write_text("layer,dimension\n0,3.0\n1,4.0\n2,5.0\n")
+        path.write_text("layer,dimension\n0,3.0\n1,4.0\n2,5.0\n3,6.0\n4,7.0\n")
     here = train.FinetuneConfig("gelora", model="tiny-bert", profile=str(first))
     there = train.FinetuneConfig("gelora", model="tiny-bert", profile=str(second))
     assert here.run_id == there.run_id and "profile" not in here.identity()["settings"]
-    second.write_text("layer,dimension\n0,3.0\n1,6.25\n2,5.0\n")  # another size: no stale hash
+    second.write_text("layer,dimension\n0,3.0\n1,9.0\n2,5.0\n3,6.0\n4,7.0\n")  # block 0's bound 1 -> 6
     changed = train.FinetuneConfig("gelora", model="tiny-bert", profile=str(second))
     assert changed.run_id != here.run_id
     lora = [train.FinetuneConfig("lora", model="tiny-bert", profile=str(p)).run_id for p in (first, second)]

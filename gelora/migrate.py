@@ -1,0 +1,141 @@
+"""Records written under an earlier identity rule, renamed to today's after a check of each one.
+
+When the kit changes what a run's identity covers, the records a user already has would no longer
+be found and every run would train again. A GeLoRA run was once identified by the bytes of its ID
+profile; it is now identified by the ranks that profile allocates (a profile recomputed on another
+machine differs in its last digits and gives the same ranks). A record is renamed only when:
+
+- the ranks it trained (`record["allocation"]["ranks"]`) follow again from the dimensions it
+  records, under its own settings and today's allocation code, and
+- where its profile file is still there with the bytes it was trained from, the identity this
+  checkout computes for the record's settings is exactly the new one (data, weights, layout, ranks).
+
+Anything else is reported and left alone. Without --apply nothing is written.
+
+    python -m gelora.migrate results/ [--apply]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PROG = "python -m gelora.migrate"
+TEXT_SUFFIXES = (".csv", ".json", ".md", ".txt", ".ipynb")  # files that may name a run
+
+
+@dataclass
+class Rename:
+    path: Path
+    old: str
+    new: str
+    record: dict  # the record as it will be written
+    checked: str  # what was verified: "profile file" (end to end) or "recorded dimensions"
+
+
+def _config(record: dict):
+    from .config import FinetuneConfig
+
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    return FinetuneConfig(**{k: v for k, v in record["config"].items() if k in known})
+
+
+def plan_record(path: Path) -> Rename | None:
+    """The renaming of one record, or None when it is already under today's rule (or not a
+    GeLoRA run given a profile). Raises ValueError, naming the record, when a check fails."""
+    from .config import identity_digest
+    from .data import file_sha256
+    from .identity import profile_ranks
+    from .methods import REGISTRY
+
+    record = json.loads(path.read_text())
+    if not isinstance(record, dict) or "identity" not in record or "run_id" not in record:
+        return None
+    old_profile = record["identity"].get("content", {}).get("profile")
+    method = REGISTRY.get(record.get("method"))
+    if method is None or not method.uses_profile or not isinstance(old_profile, str):
+        return None
+    config = _config(record)
+    ranks = [int(r) for r in record["allocation"]["ranks"]]
+    from_dimensions = profile_ranks(config, dimensions=record["allocation"]["dimensions"])
+    if from_dimensions != ranks:
+        raise ValueError(f"{path}: the recorded dimensions allocate {from_dimensions} today, the run trained {ranks}")
+    identity = json.loads(json.dumps(record["identity"]))
+    identity["content"]["profile"] = {"ranks": ranks}
+    new = f"{record['run_id'].rsplit('__', 1)[0]}__{identity_digest(identity)}"
+    checked = "recorded dimensions"
+    profile = Path(config.profile) if config.profile else None
+    if profile is not None and profile.is_file() and file_sha256(profile) == old_profile:
+        if config.run_id != new:
+            computed = config.identity()
+            differ = sorted(k for k in computed if computed[k] != identity[k])
+            raise ValueError(f"{path}: this checkout computes {config.run_id} for the record's settings, not {new} "
+                             f"(differs in {differ})")
+        checked = "profile file"
+    record = {**record, "run_id": new, "identity": identity}
+    if isinstance(record.get("predictions"), dict) and "file" in record["predictions"]:
+        record["predictions"] = {**record["predictions"],
+                                 "file": record["predictions"]["file"].replace(path.stem, new)}
+    return Rename(path, path.stem, new, record, checked)
+
+
+def plan(folders) -> list[Rename]:
+    renames = []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*.json")):
+            if path.stem.count("__") >= 4:  # a record's name: dataset__model__method__seed__digest
+                found = plan_record(path)
+                if found is not None and found.old != found.new:
+                    renames.append(found)
+    return renames
+
+
+def apply(renames: list[Rename], folders) -> list[Path]:
+    """Write each record under its new name (its sidecar files renamed with it), then replace
+    every old name in the text files under `folders` (tables, notes). Returns the files changed."""
+    from .records import atomic_write_json
+
+    changed = []
+    for rename in renames:
+        atomic_write_json(rename.path.with_name(rename.new + ".json"), rename.record)
+        rename.path.unlink()
+        for sidecar in rename.path.parent.glob(rename.old + ".*"):
+            sidecar.rename(sidecar.with_name(rename.new + sidecar.name[len(rename.old):]))
+    names = {r.old: r.new for r in renames}
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.suffix not in TEXT_SUFFIXES or not path.is_file():
+                continue
+            text = path.read_text()
+            new_text = text
+            for old, new in names.items():
+                new_text = new_text.replace(old, new)
+            if new_text != text:
+                path.write_text(new_text)
+                changed.append(path)
+    return changed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help="folders of records (searched recursively)")
+    parser.add_argument("--apply", action="store_true", help="rename (without it: print the plan only)")
+    args = parser.parse_args(argv)
+    for folder in args.folders:
+        if not Path(folder).is_dir():
+            raise ValueError(f"{folder!r} is not a folder")
+    renames = plan(args.folders)
+    for rename in renames:
+        print(f"{rename.old} -> {rename.new}  (checked against the {rename.checked})")
+    print(f"{len(renames)} record(s) to rename", file=sys.stderr)
+    if args.apply and renames:
+        changed = apply(renames, args.folders)
+        print(f"renamed {len(renames)} record(s); {len(changed)} other file(s) now name them", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
