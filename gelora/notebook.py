@@ -18,6 +18,14 @@ from .targets import block_shapes, default_targets
 from .twonn import TwoNN
 
 
+def say(text: str) -> None:
+    """A result's sentence as prose: rendered Markdown in the notebook and the book, not print
+    output in monospace that wraps mid-word."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))
+
+
 def setup(run_dir: str, figures_dir: str) -> tuple[Path, Path]:
     """Seaborn style, quiet libraries (no load reports or progress bars in executed notebooks),
     and the run and figures folders (relative paths start at the repository root; no figures

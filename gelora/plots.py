@@ -384,6 +384,31 @@ def efficiency(tables: dict[str, pd.DataFrame], tolerance: float = 0.01, referen
 
 
 
+def allocators(tables: dict[str, pd.DataFrame]):
+    """Per task: every allocator's paired test difference from uniform LoRA at the same budget
+    (95 % interval, `study_allocators.allocator_table`); the random allocations' spread (lowest to
+    highest draw) is the grey band: an allocator better than chance lies to the right of it."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 0.45 * max(len(t) for t in tables.values()) + 1.8),
+                             squeeze=False)
+    for ax, (task, table) in zip(axes[0], tables.items()):
+        rows = table[table["verdict"] != "reference"].reset_index(drop=True)
+        draws = rows[rows["allocation"].str.startswith("random_")]
+        if len(draws):
+            ax.axvspan(draws["difference"].min(), draws["difference"].max(), color="grey", alpha=0.2,
+                       label=f"{len(draws)} random allocations (lowest to highest)")
+        for y, r in enumerate(rows.itertuples()):
+            colour = methods.colours().get("gelora" if "gelora" in r.allocation else "lora", "grey")
+            ax.errorbar(r.difference, y, xerr=[[r.difference - r.low], [r.high - r.difference]], fmt="o",
+                        color="grey" if r.allocation.startswith("random_") else colour, capsize=3)
+        ax.axvline(0, color="black", lw=1, label="uniform LoRA (same budget)")
+        ax.set_yticks(range(len(rows)), rows["allocation"])
+        ax.invert_yaxis()
+        ax.set(xlabel="test difference from uniform LoRA (95% interval)", title=task)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def rate_curves(tables: dict[str, pd.DataFrame]):
     """Per task (`study_rates.rate_table`): every method's mean validation metric over the selection
     seeds against its learning rate (log scale), the band from the worst to the best seed, the

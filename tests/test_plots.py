@@ -1,5 +1,6 @@
 """What the figures claim by their geometry: points placed by their true parameter counts."""
 import pandas as pd
+import pytest
 
 from gelora import plots
 
@@ -13,3 +14,19 @@ def test_methods_with_nearly_equal_counts_keep_their_true_order():
     x = {c.get_label().split(" (")[0]: float(c.lines[0].get_xdata()[0]) for c in axes.containers}
     assert max(x["LoRA-XS"], x["LoRA-SB"]) < min(x["LoRA"], x["GeLoRA"])
     assert "one seed: no spread to draw" in axes.get_title() and "1 seed)" in axes.containers[0].get_label()
+
+
+def test_the_random_band_spans_the_draws_and_each_allocator_sits_at_its_difference():
+    table = pd.DataFrame({
+        "allocation": ["uniform", "gelora", "inverted_gelora", "random_0", "random_1", "random_2"],
+        "difference": [0.0, 0.012, -0.020, -0.004, 0.003, -0.010], "low": [0.0, 0.002, -0.030, -0.014, -0.007, -0.02],
+        "high": [0.0, 0.022, -0.010, 0.006, 0.013, 0.0],
+        "verdict": ["reference", "better", "worse", "not resolved", "not resolved", "not resolved"]})
+    ax = plots.allocators({"trec6": table}).axes[0]
+    band = next(p for p in ax.patches if "random allocations" in p.get_label())
+    assert (band.get_x(), band.get_x() + band.get_width()) == pytest.approx((-0.010, 0.003))
+    assert "3 random allocations" in band.get_label()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["gelora", "inverted_gelora", "random_0", "random_1",
+                                                            "random_2"]  # the reference is the zero line
+    centres = [float(c.lines[0].get_xdata()[0]) for c in ax.containers]
+    assert centres == [0.012, -0.020, -0.004, 0.003, -0.010]
