@@ -488,6 +488,17 @@ class TokenizedDataset(torch.utils.data.Dataset):
         return self.features[i]
 
 
+def disjoint_halves(tokens: TokenizedDataset, first: int, second: int) -> tuple[TokenizedDataset, TokenizedDataset]:
+    """The examples cut into two halves that share none, the first holding at least `first`
+    examples and the second `second`: an estimate is judged against a reference made from other
+    examples (shared examples would inflate their agreement)."""
+    half = len(tokens) // 2
+    if first > half or second > len(tokens) - half:
+        raise ValueError(f"two disjoint halves of {first} and {second} examples need {2 * max(first, second)} "
+                         f"examples; there are {len(tokens)}")
+    return TokenizedDataset(tokens.features[:half]), TokenizedDataset(tokens.features[half:])
+
+
 def prompt_format(tokenizer, requested: str = "auto") -> str:
     """'chat' (the model's chat template) or 'plain' (the prompt as it is): `auto` takes the chat
     template when the tokenizer has one. Asking for 'chat' without a template is an error."""

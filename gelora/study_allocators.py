@@ -71,15 +71,15 @@ def _records(folder: Path) -> list:
     return load_records(folder / "results")
 
 
-def allocation_track(folder: Path, names=None, draws: int = RANDOM_DRAWS):
+def allocation_track(folder: Path, names=None, draws: int = RANDOM_DRAWS, found: dict | None = None):
     """The allocations as a track of the rate protocol (label `alloc:<name>`), anchored at the
-    comparison's chosen LoRA rate."""
+    comparison's chosen LoRA rate (`found`: the task's `allocations`, when already computed)."""
     from .study_rates import Track, base_configs, choices
 
     lora = base_configs(folder)["lora"]
     choice = choices(folder)["lora"][0]
     rate = choice.rate if choice.settled else lora.lr
-    found = allocations(folder, draws)
+    found = found if found is not None else allocations(folder, draws)
     trainable = {f"alloc:{n}" for n, a in found.items() if n not in IN_COMPARISON and a.ranks != found["uniform"].ranks}
     unknown = sorted(set(names or ()) - trainable)
     if unknown:
@@ -107,7 +107,7 @@ def allocator_table(folder: Path, seeds=(0, 1, 2, 3, 4)) -> pd.DataFrame:
     from .study_rates import choices, comparison_configs
 
     found = allocations(folder)
-    track = allocation_track(folder)
+    track = allocation_track(folder, found=found)
     state = choices(track)
     comparison = [r for r in _records(folder) if r["seed"] in seeds]
     scores = paired_scores(comparison, folder / "results")
@@ -150,3 +150,29 @@ def allocator_table(folder: Path, seeds=(0, 1, 2, 3, 4)) -> pd.DataFrame:
     table["random_draws"] = len(draws)
     table["better_than_chance"] = table["test"] > top if len(draws) else np.nan
     return table
+
+
+def allocator_sentence(task: str, table: pd.DataFrame) -> str:
+    """What `allocator_table` shows for one task, in words: GeLoRA against uniform, the other
+    trained allocators, and whether any lies above every random draw (or that none was drawn)."""
+    rows = table.set_index("allocation")
+    draws = int(table["random_draws"].iloc[0])
+    same = [a for a in rows.index if rows.loc[a, "verdict"] == "same ranks as uniform"]
+    trained = [a for a in rows.index if a not in IN_COMPARISON and a not in same]
+    said = lambda a: (f"{rows.loc[a, 'difference']:+.4f} ({rows.loc[a, 'low']:+.4f} to {rows.loc[a, 'high']:+.4f}), "
+                      f"**{rows.loc[a, 'verdict']}**")
+    words = f"**{task}**: "
+    if "gelora" in rows.index:
+        words += f"GeLoRA (ranks {rows.loc['gelora', 'ranks']}) against uniform LoRA: {said('gelora')}. "
+    if same:
+        words += f"Same ranks as uniform, so the same runs: {', '.join(same)}. "
+    if trained:
+        words += "Trained allocators against uniform: " + "; ".join(f"{a} {said(a)}" for a in trained) + ". "
+    if not draws:
+        return words + (f"No random allocation has been trained yet (`python -m gelora.study --allocators {task}`), so "
+                        "nothing here can be called better than chance: against uniform alone, geometry cannot be told "
+                        "from any other non-uniform allocation.")
+    above = [a for a in rows.index if not a.startswith("random_") and bool(rows.loc[a, "better_than_chance"])]
+    return words + (f"Above every one of the {draws} random allocations: {', '.join(above) or 'none'}"
+                    + (" (with so few draws a weak test: the band shows how far chance alone moves the result)."
+                       if draws < 20 else "."))

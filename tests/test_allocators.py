@@ -117,3 +117,22 @@ def test_the_study_trains_each_allocation_as_lora_at_the_comparisons_budget(tmp_
         assert 0 < adapter_params(shapes, config.block_ranks) <= 2048 and config.block_ranks != [2, 2, 2, 2]
     assert dict(track.points)["alloc:eva_final"].block_ranks == [1, 2, 3, 2]  # EVA's 8 ranks: the budget's 8 exactly
     assert set(dict(track.anchors).values()) == {2e-3} and track.results == "allocators/results"
+
+
+def test_the_sentence_says_what_the_table_shows_and_what_it_cannot():
+    import pandas as pd
+
+    from gelora.study_allocators import allocator_sentence
+
+    table = pd.DataFrame({"allocation": ["uniform", "gelora", "weight_spectrum"], "ranks": [[8] * 6, [7, 7, 7, 7, 10, 10], [8] * 6],
+                          "difference": [0.0, 0.0085, 0.0], "low": [0.0, 0.0007, 0.0], "high": [0.0, 0.0163, 0.0],
+                          "verdict": ["reference", "better", "same ranks as uniform"], "random_draws": 0})
+    words = allocator_sentence("trec6", table)
+    assert "against uniform LoRA: +0.0085 (+0.0007 to +0.0163), **better**" in words
+    assert "same runs: weight_spectrum" in words and "nothing here can be called better than chance" in words
+    drawn = pd.concat([table, pd.DataFrame({"allocation": ["random_0", "random_1"], "ranks": [[4] * 6, [12] * 6],
+                                            "difference": [-0.01, 0.002], "low": [-0.02, -0.008], "high": [0.0, 0.012],
+                                            "verdict": ["not resolved"] * 2})], ignore_index=True)
+    drawn["random_draws"] = 2
+    drawn["better_than_chance"] = drawn["difference"] > 0.002
+    assert "Above every one of the 2 random allocations: gelora (with so few draws" in allocator_sentence("trec6", drawn)

@@ -152,3 +152,14 @@ def test_arithmetic_answers_are_what_the_equations_compute():
             assert op != "/" or int(a) % int(b) == 0
             assert value == int(right) and value >= 0
         assert final == f"#### {value}" and prompt.split(" ")[2] == equations[0].split(" ")[0]
+
+
+def test_disjoint_halves_share_no_example_and_say_when_too_small():
+    from gelora.data import TokenizedDataset, disjoint_halves
+
+    tokens = TokenizedDataset([{"input_ids": [i]} for i in range(9)])
+    first, second = disjoint_halves(tokens, 4, 5)
+    ids = lambda part: [f["input_ids"][0] for f in part.features]
+    assert ids(first) == [0, 1, 2, 3] and ids(second) == [4, 5, 6, 7, 8]
+    with pytest.raises(ValueError, match="two disjoint halves of 5 and 5 examples need 10 examples; there are 9"):
+        disjoint_halves(tokens, 5, 5)
