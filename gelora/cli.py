@@ -15,7 +15,7 @@
 
 A user error is one line on stderr and exit status 1; add --debug anywhere to see the traceback.
 
-MODEL: minilm, tiny-bert, tiny-deberta, tiny-llama, a Hugging Face id or a local folder.
+MODEL: minilm, tiny-bert, tiny-deberta, tiny-llama, a Hugging Face id (org/model@commit pins a revision) or a local folder.
 DATA: a shipped dataset (movie-sentiment, trec6, sms-spam), a local CSV/TSV/JSONL file or folder,
 a plain .txt file (one text per line), or hf:<name>.
 """
@@ -33,7 +33,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model name, hub id or local folder")
+    parser.add_argument("model", help="model name, hub id (id@commit pins a revision) or local folder")
     parser.add_argument("data", help="dataset name, CSV/TSV/JSONL file or folder, .txt file, or hf:<name>")
     parser.add_argument("--n-texts", type=int, default=1000, help="texts probed (a seeded subset)")
     parser.add_argument("--pooling", default="mean", choices=("cls", "mean", "last", "tokens"),

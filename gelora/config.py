@@ -58,7 +58,8 @@ class FinetuneConfig:
     generation_template: str = setting("Text: {text}\nLabel:", "data", "prompt of the generation view of a classification task")
     prompt_format: str = setting("auto", "data", "generation: auto (the model's chat template if it has one) | chat | plain")
     max_new_tokens: int = setting(48, "data", "generation: tokens generated per answer when exact match is scored")
-    model: str = setting("minilm", "model", "'minilm' (packaged), 'tiny-bert', 'tiny-deberta', 'tiny-llama', a hub id, a local folder")
+    model: str = setting("minilm", "model", "'minilm' (packaged), 'tiny-bert', 'tiny-deberta', 'tiny-llama', "
+                         "a hub id (id@commit pins the revision), a local folder")
     seed: int = setting(0, "model", "seeds the data subset, the head, the adapter and the training order")
     target_modules: list[str] | None = setting(None, "method", "adapted matrices by name (None: PEFT's default for the architecture)")
     rank: int = setting(8, "method", "rank of the uniform methods (AdaLoRA: target_r) when no budget is given")

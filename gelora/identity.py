@@ -4,6 +4,7 @@ thing, so a record is reused only for its own identity (`FinetuneConfig.identity
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 from .methods import gelora_allocation, get_method
@@ -37,7 +38,8 @@ def _folder_hash(folder: Path) -> str:
 def model_fingerprint(name: str, seed: int) -> str:
     """What the base weights are: a hash of the files of the packaged model or a local folder, the
     weights themselves for a model built in-process (they depend on the seed and on the library
-    versions), and the name for a hub id (its revision cannot be known offline)."""
+    versions), and the name for a hub id: `org/model@commit` pins the weights, a bare id cannot be
+    checked offline (a warning says so)."""
     from .models import BUILTIN, load_model, minilm_path
 
     if name == "minilm":
@@ -56,7 +58,11 @@ def model_fingerprint(name: str, seed: int) -> str:
         return _HASHES[key]
     if Path(name).is_dir():
         return "files:" + _folder_hash(Path(name))
-    return "hub:" + name
+    if "@" not in name and name not in _HASHES:  # said once per process
+        _HASHES[name] = "warned"
+        warnings.warn(f"hub model {name!r} is identified by its name only: pin a commit ({name}@<commit>) so that a "
+                      "re-published model cannot reuse these records", stacklevel=2)
+    return "hub:" + name  # with its @revision when pinned
 
 
 def content_fingerprints(config) -> dict:

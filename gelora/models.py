@@ -147,6 +147,19 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", 
 MIN_VOCABULARY = 100  # fewer tokens than this is not a language model's tokenizer (transformers builds a 5-token one)
 
 
+def hub_reference(name: str) -> tuple[str, dict]:
+    """`org/model@revision` -> ("org/model", {"revision": "revision"}): a hub model pinned to a
+    commit, tag or branch (a commit pins the weights; the run's identity keeps the whole name).
+    Any other name -> (name, {})."""
+    if "@" not in name or name in BUILTIN or name == PACKAGED_DECODER or Path(name).exists():
+        return name, {}
+    repo, _, revision = name.rpartition("@")
+    if not repo or not revision or Path(repo).exists():
+        raise ValueError(f"model {name!r}: a revision is written hub-id@revision (for example "
+                         "'HuggingFaceTB/SmolLM2-135M@<commit>'), and only a hub model has one")
+    return repo, {"revision": revision}
+
+
 def load_tokenizer(name: str):
     """The tokenizer for a model name; tiny models reuse MiniLM's WordPiece vocabulary."""
     if name in BUILTIN:
@@ -158,7 +171,8 @@ def load_tokenizer(name: str):
     if folder is not None and folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
         raise ValueError(f"model folder {folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save it "
                          "with tokenizer.save_pretrained(folder) next to the model")
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_path() if name == PACKAGED_DECODER else name)
+    repo, pinned = hub_reference(name)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path() if name == PACKAGED_DECODER else repo, **pinned)
     if len(tokenizer) < MIN_VOCABULARY:
         raise ValueError(f"the tokenizer of {name!r} has only {len(tokenizer)} tokens: every text would become unknown "
                          "tokens; the folder was saved without its real tokenizer")
@@ -250,12 +264,13 @@ def load_model(name: str = "minilm", task: str = "classification", num_labels: i
             config._name_or_path = name
             model = _auto_class(task).from_config(config)
         else:
-            path = {"minilm": minilm_path, PACKAGED_DECODER: smollm2_path}.get(name, lambda: name)()
-            config = AutoConfig.from_pretrained(path)
+            path, pinned = hub_reference(name)
+            path = {"minilm": minilm_path, PACKAGED_DECODER: smollm2_path}.get(name, lambda: path)()
+            config = AutoConfig.from_pretrained(path, **pinned)
             if task == "generation" and not _is_decoder(config):
                 raise ValueError(f"{name!r} is an encoder ({config.model_type}); causal-LM fine-tuning "
                                  "needs a decoder such as tiny-llama or a hub LLM")
-            model = _auto_class(task).from_pretrained(path, **head)
+            model = _auto_class(task).from_pretrained(path, **head, **pinned)
             if name in ("minilm", PACKAGED_DECODER):
                 model.config._name_or_path = name
     if model.config.pad_token_id is None:
@@ -270,7 +285,9 @@ def model_type(name: str) -> str | None:
     if name in types:
         return types[name]
     try:
-        return AutoConfig.from_pretrained(minilm_path() if name == "minilm" else name, local_files_only=True).model_type
+        repo, pinned = hub_reference(name)
+        return AutoConfig.from_pretrained(minilm_path() if name == "minilm" else repo, local_files_only=True,
+                                          **pinned).model_type
     except (OSError, ValueError, ImportError):
         return None
 

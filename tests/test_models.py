@@ -58,3 +58,35 @@ def test_bad_names_and_mismatched_heads_raise(monkeypatch):
         load_model("minilm", "generation")
     with pytest.raises(ValueError, match="one output"):
         load_model("tiny-bert", "regression", num_labels=3)
+
+
+def test_a_hub_model_pinned_to_a_revision_is_asked_for_at_that_revision(monkeypatch, tmp_path):
+    """name@revision reaches transformers as revision=...; the identity keeps the revision, so a
+    re-published model pinned to another commit is another run; '@' in a local path is a path."""
+    import transformers
+
+    from gelora.config import FinetuneConfig
+    from gelora.models import hub_reference, load_tokenizer
+
+    assert hub_reference("org/model@0123abc") == ("org/model", {"revision": "0123abc"})
+    assert hub_reference("org/model") == ("org/model", {}) and hub_reference("minilm") == ("minilm", {})
+    local = tmp_path / "weights@v2"
+    local.mkdir()
+    assert hub_reference(str(local)) == (str(local), {})
+    with pytest.raises(ValueError, match="hub-id@revision"):
+        hub_reference("org/model@")
+
+    asked = {}
+
+    def record(name, **kwargs):
+        asked.update(name=name, **kwargs)
+        raise OSError("offline")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", record)
+    with pytest.raises(OSError):
+        load_tokenizer("org/model@0123abc")
+    assert asked == {"name": "org/model", "revision": "0123abc"}
+    with pytest.warns(UserWarning, match="pin a commit"):
+        bare = FinetuneConfig("lora", model="org/unpinned", target_modules=["q"]).identity()["content"]["model"]
+    pinned = FinetuneConfig("lora", model="org/unpinned@0123abc", target_modules=["q"]).identity()["content"]["model"]
+    assert (bare, pinned) == ("hub:org/unpinned", "hub:org/unpinned@0123abc")
