@@ -35,8 +35,10 @@ def test_the_gpu_profile_modules_resolve_on_deberta_v2():
 def test_the_gpu_profile_runs_end_to_end_on_cpu(tmp_path):
     data = write_glue_copy(tmp_path / "pairs", "pairs", n_train=120, n_validation=40)
     overrides = ["model=tiny-deberta", f"dataset={data}", f"figures_dir={tmp_path / 'figures'}", *SMALL]
-    executed = pipeline.run("gpu", overrides, run_dir=str(tmp_path / "run"), progress=False)
-    assert [pipeline.executed_status(p) for p in executed] == ["completed"] * len(pipeline.notebooks())
+    # 06 reads the committed study whatever the profile (the smoke pipeline runs it): 01-05 here
+    executed = pipeline.run("gpu", overrides, only=["01", "02", "03", "04", "05"], run_dir=str(tmp_path / "run"),
+                            progress=False)
+    assert [pipeline.executed_status(p) for p in executed] == ["completed"] * 5
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "run" / "results").glob("*.json"))]
     assert len(records) == 7
     for record in records:
