@@ -10,6 +10,7 @@ from pathlib import Path
 from .methods import gelora_allocation, get_method
 
 _HASHES: dict = {}
+_WARNED: set = set()  # unpinned hub models already warned about
 
 
 def _file_hash(path: Path) -> str:
@@ -58,8 +59,8 @@ def model_fingerprint(name: str, seed: int) -> str:
         return _HASHES[key]
     if Path(name).is_dir():
         return "files:" + _folder_hash(Path(name))
-    if "@" not in name and name not in _HASHES:  # said once per process
-        _HASHES[name] = "warned"
+    if "@" not in name and name not in _WARNED:  # said once per process
+        _WARNED.add(name)
         warnings.warn(f"hub model {name!r} is identified by its name only: pin a commit ({name}@<commit>) so that a "
                       "re-published model cannot reuse these records", stacklevel=2)
     return "hub:" + name  # with its @revision when pinned
