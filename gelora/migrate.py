@@ -82,15 +82,21 @@ def plan_record(path: Path) -> Rename | None:
     return Rename(path, path.stem, new, record, checked)
 
 
-def plan(folders) -> list[Rename]:
-    renames = []
+def plan(folders) -> tuple[list[Rename], list[str]]:
+    """The renamings of every record under `folders`, and the records that failed a check (each
+    a sentence naming the file; those are left alone)."""
+    renames, problems = [], []
     for folder in folders:
         for path in sorted(Path(folder).rglob("*.json")):
             if path.stem.count("__") >= 4:  # a record's name: dataset__model__method__seed__digest
-                found = plan_record(path)
+                try:
+                    found = plan_record(path)
+                except (ValueError, KeyError, FileNotFoundError) as error:
+                    problems.append(str(error) if isinstance(error, ValueError) else f"{path}: {error!r}")
+                    continue
                 if found is not None and found.old != found.new:
                     renames.append(found)
-    return renames
+    return renames, problems
 
 
 def apply(renames: list[Rename], folders) -> list[Path]:
@@ -127,14 +133,16 @@ def main(argv=None) -> int:
     for folder in args.folders:
         if not Path(folder).is_dir():
             raise ValueError(f"{folder!r} is not a folder")
-    renames = plan(args.folders)
+    renames, problems = plan(args.folders)
     for rename in renames:
         print(f"{rename.old} -> {rename.new}  (checked against the {rename.checked})")
-    print(f"{len(renames)} record(s) to rename", file=sys.stderr)
+    for problem in problems:
+        print(f"left alone: {problem}", file=sys.stderr)
+    print(f"{len(renames)} record(s) to rename, {len(problems)} left alone", file=sys.stderr)
     if args.apply and renames:
         changed = apply(renames, args.folders)
         print(f"renamed {len(renames)} record(s); {len(changed)} other file(s) now name them", file=sys.stderr)
-    return 0
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
