@@ -336,9 +336,11 @@ def executed_status(path: str | Path) -> str:
 
 
 def run(profile_name: str = "cpu", overrides: list[str] = (), only: list[str] | None = None,
-        run_dir: str | None = None, progress: bool = True, columns: dict | None = None) -> list[Path]:
-    """Execute the notebooks; returns the executed copies. Raises NotebookFailed at the first
-    failing cell, naming the notebook, the cell and the error."""
+        run_dir: str | None = None, progress: bool = True, columns: dict | None = None,
+        executed_dir: str | None = None) -> list[Path]:
+    """Execute the notebooks; returns the executed copies (in `executed_dir`, default
+    <run_dir>/executed: an exercise that reads a finished run keeps its copies apart). Raises
+    NotebookFailed at the first failing cell, naming the notebook, the cell and the error."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -346,7 +348,8 @@ def run(profile_name: str = "cpu", overrides: list[str] = (), only: list[str] | 
     if run_dir is not None:
         overrides = [*overrides, f"run_dir={run_dir}"]
     steps = plan(profile, overrides, only, columns)
-    folder = resolve(steps[0][1].get("run_dir", profile["common"].get("run_dir", "runs/default"))) / "executed"
+    folder = (resolve(executed_dir) if executed_dir else
+              resolve(steps[0][1].get("run_dir", profile["common"].get("run_dir", "runs/default"))) / "executed")
     folder.mkdir(parents=True, exist_ok=True)
     outputs = []
     for index, (path, params) in enumerate(steps, 1):
@@ -384,6 +387,7 @@ def main(argv=None) -> int:
                         help="override a parameter (value read as YAML); repeatable")
     parser.add_argument("--only", default=None, help="comma-separated notebooks to run, e.g. 04,05")
     parser.add_argument("--run-dir", default=None, help="results folder (default: the profile's run_dir)")
+    parser.add_argument("--executed-dir", default=None, help="folder of the executed notebooks (default: <run dir>/executed)")
     parser.add_argument("--no-progress", action="store_true", help="no cell progress bar")
     parser.add_argument("--list", action="store_true", help="show the plan (notebooks and parameters) and stop")
     parser.add_argument("--text-column", default=None, help="your table's text column (the notebooks read 'text')")
@@ -398,7 +402,8 @@ def main(argv=None) -> int:
             for path, params in plan(profile, overrides, only, columns):
                 print(path.stem, params)
             return 0
-        run(args.profile, args.param, only, args.run_dir, progress=not args.no_progress, columns=columns)
+        run(args.profile, args.param, only, args.run_dir, progress=not args.no_progress, columns=columns,
+            executed_dir=args.executed_dir)
     except (ValueError, NotebookFailed, FileNotFoundError) as err:
         print(f"pipeline error: {err}", file=sys.stderr)
         return 1

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from gelora import exercises
-from gelora.pipeline import load_profile, repo_root, resolve
+from gelora.exercise_checks import CHECKS
+from gelora.pipeline import repo_root
 
 EXERCISES = [(stem, item) for stem, items in exercises.load().items() for item in items]
 
@@ -40,18 +41,36 @@ def test_every_exercise_command_is_a_valid_plan(stem, exercise, capsys):
 
 
 @pytest.mark.parametrize("stem, exercise", EXECUTED, ids=[item["id"] for _, item in EXECUTED])
-def test_exercise_command_runs(stem, exercise, smoke_run, tmp_path):
+def test_exercise_command_runs_writes_only_its_folder_and_can_be_checked(stem, exercise, smoke_run, tmp_path):
     run, _ = smoke_run
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     args = exercises.command(stem, exercise, profile="smoke", folder=str(tmp_path), finished_run=str(run))
     assert args[:3] == ["python", "-m", "gelora.pipeline"]
     result = subprocess.run([sys.executable, *args[1:], "--no-progress"], capture_output=True, text=True,
                             cwd=repo_root(), env=dict(os.environ))
     assert result.returncode == 0, result.stderr[-2000:]
-    folder = {"05": run, "06": resolve(load_profile("smoke")["common"]["run_dir"])}.get(stem[:2], tmp_path)
-    executed = folder / "executed" / f"{stem}.ipynb"  # 06 declares no run_dir: the profile's folder
+    executed = tmp_path / "executed" / f"{stem}.ipynb"  # the exercise's own folder, even for 05 and 06
     book = json.loads(executed.read_text())
     assert book["metadata"]["gelora"]["status"] == "completed"
     parameters = book["metadata"]["papermill"]["parameters"]
     for param in exercise["params"]:  # the exercise's change reached the notebook
         name, value = param.split("=", 1)
         assert name in parameters and str(parameters[name]).replace("'", "").replace(" ", "") == value.replace(" ", "")
+    # the finished run it read is untouched (05 reads it; the others write elsewhere)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+    check = CHECKS[exercise["id"]](tmp_path, run)  # its answer's check reads these outputs
+    assert check.observed and check.claim and isinstance(check.holds, bool)
+
+
+def test_every_exercise_is_measured_on_the_class_profile_and_its_check_holds():
+    """The committed measurements (python -m gelora.exercises --measure, about 15 minutes, not run
+    here) cover every exercise, were made on the class profile and confirm every answer; SOLUTIONS.md
+    states them (checked above by out_of_date)."""
+    record = exercises.measured()
+    assert record["profile"] == "class"
+    assert set(record["exercises"]) == {item["id"] for _, item in EXERCISES}
+    failed = {k: v["observed"] for k, v in record["exercises"].items() if not v["holds"]}
+    assert not failed, failed
+    solutions = (repo_root() / "notebooks" / "SOLUTIONS.md").read_text()
+    for check in record["exercises"].values():
+        assert check["observed"] in solutions
