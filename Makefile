@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 # RUN_DIR: another results folder (default: the profile's; the cpu profile's is the committed results/cpu)
 reproduce: setup
-	$(PY) -m gelora.pipeline --profile $(PROFILE) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
+	$(PY) -m gelora run --profile $(PROFILE) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
 
 test: setup
 	$(PY) -m pytest -q
@@ -43,7 +43,7 @@ clean-runs:
 # a factor-2 grid, seeds 0-2 per rate, extended until a worse neighbour on each side; `--plan`
 # prints what is left and its estimated hours first), then notebook 02 on its profile (the rank
 # intervals that notebook 06 reads), the parameter-efficiency curve (every point's rate by the same
-# protocol, seeds 0-2), the rank allocators at the comparison's budget (gelora.study_allocators) and
+# protocol, seeds 0-2), the rank allocators at the comparison's budget (gelora.study.allocators) and
 # the per-block rank sweep.
 # Finished runs are kept, so an interrupted study resumes where it stopped; notebooks 05 and 06
 # and the README read its committed results/study/.
@@ -51,22 +51,22 @@ clean-runs:
 # protocol owns the rates, so the grid is not run again)
 study: setup
 	for pt in study:movie-sentiment study-trec6:trec6; do p=$${pt%%:*}; t=$${pt##*:}; \
-	  test -d results/study/$$t/results || { $(PY) -m gelora.grid --profile $$p --sweep --jobs 2 \
-	    && $(PY) -m gelora.grid --profile $$p --jobs 2; } || exit 1; \
+	  test -d results/study/$$t/results || { $(PY) -m gelora grid --profile $$p --sweep --jobs 2 \
+	    && $(PY) -m gelora grid --profile $$p --jobs 2; } || exit 1; \
 	done
-	$(PY) -m gelora.study --tune trec6 movie-sentiment --plan
-	$(PY) -m gelora.study --tune trec6 movie-sentiment --jobs 2
-	for p in study study-trec6; do $(PY) -m gelora.pipeline --profile $$p --only 02 --no-progress || exit 1; done
-	$(PY) -m gelora.study --efficiency --plan
-	$(PY) -m gelora.study --efficiency --jobs 2
-	$(PY) -m gelora.study --allocators --plan
-	$(PY) -m gelora.study --allocators --jobs 2
-	$(PY) -m gelora.study --block-sweep
-	$(PY) -m gelora.study --readme
+	$(PY) -m gelora study --tune trec6 movie-sentiment --plan
+	$(PY) -m gelora study --tune trec6 movie-sentiment --jobs 2
+	for p in study study-trec6; do $(PY) -m gelora run --profile $$p --only 02 --no-progress || exit 1; done
+	$(PY) -m gelora study --efficiency --plan
+	$(PY) -m gelora study --efficiency --jobs 2
+	$(PY) -m gelora study --allocators --plan
+	$(PY) -m gelora study --allocators --jobs 2
+	$(PY) -m gelora study --block-sweep
+	$(PY) -m gelora study --readme
 
 # The reference runs' executed notebooks (results/cpu and results/cpu-llm, committed) as a book in
 # build/book/ (Sphinx, myst-nb, the book theme; nothing is executed, nothing fetched: MathJax is
 # served from the site). Open build/book/index.html.
 book: setup
-	$(PY) -m gelora.book --out build/book
+	$(PY) -m gelora book --out build/book
 

@@ -24,11 +24,11 @@ import time
 import torch
 from peft import get_peft_model
 
-from gelora.data import collator, load_dataset, tokenize
-from gelora.lora_sb import apply_lora_sb, estimate_update
-from gelora.models import load_model
-from gelora.ranks import count_trainable, lora_config
-from gelora.train import PeakMemory
+from gelora.adapters.lora_sb import apply_lora_sb, estimate_update
+from gelora.allocation.ranks import count_trainable, lora_config
+from gelora.data.tasks import collator, load_dataset, tokenize
+from gelora.models.loading import load_model
+from gelora.training.train import PeakMemory
 
 TARGETS = ["query", "value"]
 

@@ -3,7 +3,7 @@
     python benchmarks/compare_methods.py [--profile cpu] [--run-dir results/cpu] [--methods lora_ga pissa]
                                          [--small-cores 8]
 
-It calls gelora.grid.run_grid with exactly the settings of the profile's notebook 04, so runs
+It calls gelora.study.grid.run_grid with exactly the settings of the profile's notebook 04, so runs
 that the pipeline already finished are read back, not retrained. --methods restricts the grid to
 some registered methods. With --small-cores R it adds LoRA-XS and LoRA-SB at rank R without budget
 matching (R = 8: 768 trainable adapter parameters, 96x fewer than LoRA r = 8), the setting of
@@ -16,11 +16,11 @@ import argparse
 import dataclasses
 import json
 
-from gelora import methods
-from gelora.grid import notebook_grid, profile_parameters, run_grid
-from gelora.pipeline import resolve
-from gelora.results import runs_table, summary_table, to_markdown
-from gelora.train import run_configs
+from gelora.analysis.results import runs_table, summary_table, to_markdown
+from gelora.kit.pipeline import resolve
+from gelora.methods import registry as methods
+from gelora.study.grid import notebook_grid, profile_parameters, run_grid
+from gelora.training.train import run_configs
 
 
 def main():

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from gelora.stats import paired_bootstrap, paired_interval
+from gelora.analysis.stats import paired_bootstrap, paired_interval
 
 DESIGNS = {"seeds dominate": (0.05, 0.1, 0.1), "both matter": (0.02, 0.1, 0.3), "examples dominate": (0.005, 0.3, 0.3)}
 

@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
-from gelora.data import by_length, seeded_loader, tokenize
-from gelora.grid import notebook_grid, profile_parameters
-from gelora.notebook import task_model
-from gelora.train import finetune
+from gelora.data.tasks import by_length, seeded_loader, tokenize
+from gelora.kit.notebook import task_model
+from gelora.study.grid import notebook_grid, profile_parameters
+from gelora.training.train import finetune
 
 
 def ratio(batches) -> float:

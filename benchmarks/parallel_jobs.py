@@ -4,7 +4,7 @@ from hour to hour: only the ratio is comparable).
 
     python benchmarks/parallel_jobs.py [--runs 4] [--n-train 800] [--jobs 2]
 
-`python -m gelora.grid --jobs N` (and `make study`) trains a grid the first way; small models on
+`python -m gelora grid --jobs N` (and `make study`) trains a grid the first way; small models on
 a few cores use one thread poorly, so side-by-side runs finish sooner.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from gelora.config import FinetuneConfig
-from gelora.grid import run_jobs
+from gelora.study.grid import run_jobs
+from gelora.training.config import FinetuneConfig
 
 
 def configs(n: int, n_train: int, folder: str) -> list[FinetuneConfig]:

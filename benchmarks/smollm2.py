@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorForSeq2Seq
 
-from gelora.apply import adapt
-from gelora.data import ResponseLogits, load_dataset, prompt_format, tokenize
-from gelora.generate import score
-from gelora.models import load_model
-from gelora.ranks import count_trainable
-from gelora.train import PeakMemory
+from gelora.allocation.ranks import count_trainable
+from gelora.data.tasks import ResponseLogits, load_dataset, prompt_format, tokenize
+from gelora.models.loading import load_model
+from gelora.training.apply import adapt
+from gelora.training.generate import score
+from gelora.training.train import PeakMemory
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -73,8 +73,8 @@ def main() -> None:
     for name, settings in (("lora", {"rank": 8}), ("lora_sb", {"budget": None})):
         model, _ = load_model("smollm2", "generation")
         if name == "lora_sb":  # the rank of LoRA r = 8's budget
-            from gelora.ranks import matched_baselines
-            from gelora.targets import block_shapes
+            from gelora.allocation.ranks import matched_baselines
+            from gelora.models.targets import block_shapes
 
             lora_budget = rows[0][2]  # LoRA r = 8's trainable parameters, measured above, not typed
             settings = {"rank": matched_baselines(block_shapes(model, TARGETS), lora_budget)["lora_sb"].setting["r"]}

@@ -6,8 +6,8 @@
 Side by side in one invocation (this machine's speed drifts 2-4x from hour to hour: compare the
 ratio, not the seconds): the same configs (the study's LoRA config of a task, one thread, short
 training sets so that the fixed costs show) trained (a) as the study trains them, one fresh
-`python -m gelora.train` process per run, and (b) one after another in this process
-(`gelora.train.run_configs`: imports, the packaged model files and the data are warm). The
+`python -m gelora train` process per run, and (b) one after another in this process
+(`gelora.training.train.run_configs`: imports, the packaged model files and the data are warm). The
 difference is the per-run overhead a shared worker could save. The committed study's records then
 give its real runs per hour (wall time per run, two one-thread jobs side by side), with and without
 that overhead.
@@ -24,11 +24,11 @@ import time
 
 import numpy as np
 
-from gelora import study
-from gelora.grid import command_line
-from gelora.results import load_records
-from gelora.study_rates import base_configs
-from gelora.train import run_configs
+from gelora.analysis.results import load_records
+from gelora.study import verdicts as study
+from gelora.study.grid import command_line
+from gelora.study.rates import base_configs
+from gelora.training.train import run_configs
 
 
 def configs_for(task: str, runs: int, n_train: int, folder: str):

@@ -1,4 +1,4 @@
-"""TwoNN speed and agreement: gelora.twonn against scikit-dimension, and the probe's overhead.
+"""TwoNN speed and agreement: gelora.geometry.twonn against scikit-dimension, and the probe's overhead.
 
     python benchmarks/twonn_speed.py                 # N in {2k, 10k, 50k}, D in {384, 768}
     python benchmarks/twonn_speed.py --sizes 2000 10000 --skdim-max 10000
@@ -19,8 +19,8 @@ import warnings
 import numpy as np
 import torch
 
-from gelora import synthetic
-from gelora.twonn import TwoNN
+from gelora.geometry import synthetic
+from gelora.geometry.twonn import TwoNN
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:
@@ -77,9 +77,9 @@ def estimator_table(sizes, dims, repeats, skdim_max, device="cpu"):
 
 
 def probe_table(n_texts, batch_size, repeats):
-    from gelora.data import load_dataset
-    from gelora.models import load_model
-    from gelora.probe import backbone, hidden_states
+    from gelora.data.tasks import load_dataset
+    from gelora.models.loading import load_model
+    from gelora.probing.probe import backbone, hidden_states
 
     model, tokenizer = load_model("minilm", "classification", 2)
     model.eval()

@@ -4,7 +4,7 @@
 
 Everything here is ordinary Hugging Face code except two calls: `attach_lora_sb` (estimate the
 first step on a few batches, attach the adapters, freeze all but the r x r cores and the head) and
-the adapter verbs of `gelora.lora_xs`. tests/test_examples.py runs it on the tiny model.
+the adapter verbs of `gelora.adapters.lora_xs`. tests/test_examples.py runs it on the tiny model.
 """
 import argparse
 import os
@@ -14,10 +14,10 @@ import torch
 from peft import PeftModel
 from transformers import Trainer, TrainingArguments
 
-from gelora.data import collator, load_dataset, seeded_loader, tokenize
-from gelora.lora_sb import attach_lora_sb
-from gelora.lora_xs import export_peft_lora, load_adapter, save_adapter
-from gelora.models import load_model
+from gelora.adapters.lora_sb import attach_lora_sb
+from gelora.adapters.lora_xs import export_peft_lora, load_adapter, save_adapter
+from gelora.data.tasks import collator, load_dataset, seeded_loader, tokenize
+from gelora.models.loading import load_model
 
 
 def main(argv=None):

@@ -15,17 +15,17 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 # name -> the module that defines it, in the order of the architecture
 _EXPORTS = {
-    "TwoNN": "twonn",
-    "load_dataset": "data", "load_model": "models",
-    "id_profile": "probe", "probe_dataset": "probe",
-    "gelora_ranks": "ranks", "lora_config": "ranks", "recommend_ranks": "recommend",
-    "add_lora_xs": "lora_xs", "init_lora_xs": "lora_xs", "save_adapter": "lora_xs", "load_adapter": "lora_xs",
-    "export_peft_lora": "lora_xs", "merge_and_unload": "lora_xs", "enable_adapters": "lora_xs",
-    "disable_adapters": "lora_xs", "remove_lora_xs": "lora_xs",
-    "estimate_update": "lora_sb", "apply_lora_sb": "lora_sb", "attach_lora_sb": "lora_sb",
-    "FinetuneConfig": "config", "adapt": "apply", "finetune": "train", "run_grid": "grid",
-    "predict": "saved", "load_trained": "saved",
-    "paired_interval": "stats", "paired_bootstrap": "stats",
+    "TwoNN": "geometry.twonn",
+    "load_dataset": "data.tasks", "load_model": "models.loading",
+    "id_profile": "probing.probe", "probe_dataset": "probing.probe",
+    "gelora_ranks": "allocation.ranks", "lora_config": "allocation.ranks", "recommend_ranks": "allocation.recommend",
+    "add_lora_xs": "adapters.lora_xs", "init_lora_xs": "adapters.lora_xs", "save_adapter": "adapters.lora_xs",
+    "load_adapter": "adapters.lora_xs", "export_peft_lora": "adapters.lora_xs", "merge_and_unload": "adapters.lora_xs",
+    "enable_adapters": "adapters.lora_xs", "disable_adapters": "adapters.lora_xs", "remove_lora_xs": "adapters.lora_xs",
+    "estimate_update": "adapters.lora_sb", "apply_lora_sb": "adapters.lora_sb", "attach_lora_sb": "adapters.lora_sb",
+    "FinetuneConfig": "training.config", "adapt": "training.apply", "finetune": "training.train", "run_grid": "study.grid",
+    "predict": "training.saved", "load_trained": "training.saved",
+    "paired_interval": "analysis.stats", "paired_bootstrap": "analysis.stats",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -2,18 +2,19 @@
 
     gelora profile MODEL DATA        the per-layer intrinsic-dimension profile (CSV and figure)
     gelora recommend MODEL DATA      GeLoRA ranks at a budget, as a PEFT adapter_config.json
-    gelora train ...                 one fine-tuning run (python -m gelora.train)
-    gelora grid ...                  the runs of a profile's grid as command lines (python -m gelora.grid)
-    gelora run ...                   the notebook pipeline (python -m gelora.pipeline)
+    gelora train ...                 one fine-tuning run
+    gelora grid ...                  the runs of a profile's grid as command lines
+    gelora run ...                   the notebook pipeline
     gelora predict ADAPTER DATA      score a CSV/JSONL/.txt file with an adapter saved by `train --save-adapter`
     gelora export ADAPTER MODEL OUT  a saved LoRA-SB / LoRA-XS adapter as a plain PEFT LoRA adapter
-    gelora study ...                 the study's verdicts, its README section, its rate protocol (python -m gelora.study)
-    gelora book ...                  the reference runs as a book (python -m gelora.book)
-    gelora exercises ...             check or rewrite the notebooks' exercises (python -m gelora.exercises)
-    gelora migrate FOLDER [--apply]  rename records made under an earlier identity rule (python -m gelora.migrate)
+    gelora study ...                 the study's verdicts, its README section, its rate protocol
+    gelora book ...                  the reference runs as a book
+    gelora exercises ...             check or rewrite the notebooks' exercises
+    gelora migrate FOLDER [--apply]  rename records made under an earlier identity rule
     gelora --version                 the kit's version
 
-A user error is one line on stderr and exit status 1; add --debug anywhere to see the traceback.
+`python -m gelora ...` is the same command without its entry point on PATH. A user error is one line on
+stderr and exit status 1; add --debug anywhere to see the traceback.
 
 MODEL: minilm, tiny-bert, tiny-deberta, tiny-llama, a Hugging Face id (org/model@commit pins a revision) or a local folder.
 DATA: a shipped dataset (movie-sentiment, trec6, sms-spam), a local CSV/TSV/JSONL file or folder,
@@ -27,7 +28,7 @@ import time
 import warnings
 from pathlib import Path
 
-from . import __version__
+from gelora import __version__
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -56,7 +57,7 @@ def _check_probe_arguments(args) -> None:
 
     import torch
 
-    from .checks import check_whole
+    from gelora.core.checks import check_whole
 
     for name in ("n_texts", "max_length", "batch_size"):
         check_whole(f"--{name.replace('_', '-')}", getattr(args, name), 3 if name == "n_texts" else 1)
@@ -87,7 +88,7 @@ def _load(args):
     import torch
     import transformers
 
-    from .models import load_model
+    from gelora.models.loading import load_model
 
     transformers.utils.logging.disable_progress_bar()  # the weight-loading bar: the probe has its own
 
@@ -100,9 +101,9 @@ def _load(args):
 
 
 def _profile(args, model, tokenizer):
-    from .probe import id_profile
-    from .recommend import read_texts
-    from .twonn import TwoNN
+    from gelora.allocation.recommend import read_texts
+    from gelora.geometry.twonn import TwoNN
+    from gelora.probing.probe import id_profile
 
     texts = read_texts(args.data, args.n_texts, args.seed, args.text_column)
     return id_profile(model, tokenizer, texts, pooling=args.pooling, estimator=TwoNN(random_state=args.seed),
@@ -111,8 +112,8 @@ def _profile(args, model, tokenizer):
 
 
 def profile_command(args) -> int:
-    from . import plots
-    from .probe import save_profile
+    from gelora.kit import plots
+    from gelora.probing.probe import save_profile
 
     _check_probe_arguments(args)
     model, tokenizer = _load(args)
@@ -128,9 +129,9 @@ def profile_command(args) -> int:
 
 
 def recommend_command(args) -> int:
-    from .checks import check_real, check_whole
-    from .probe import load_profile, save_profile
-    from .recommend import _task_type_of, recommend_ranks
+    from gelora.allocation.recommend import _task_type_of, recommend_ranks
+    from gelora.core.checks import check_real, check_whole
+    from gelora.probing.probe import load_profile, save_profile
 
     start = time.perf_counter()
     _check_probe_arguments(args)
@@ -170,8 +171,8 @@ def recommend_command(args) -> int:
 
 
 def predict_command(args) -> int:
-    from .checks import check_whole
-    from .saved import predict
+    from gelora.core.checks import check_whole
+    from gelora.training.saved import predict
 
     check_whole("--batch-size", args.batch_size, 1)
     if not Path(args.data).exists():
@@ -191,8 +192,8 @@ def predict_command(args) -> int:
 def export_command(args) -> int:
     import transformers
 
-    from .lora_xs import export_peft_lora, load_adapter
-    from .models import load_model
+    from gelora.adapters.lora_xs import export_peft_lora, load_adapter
+    from gelora.models.loading import load_model
 
     transformers.utils.logging.disable_progress_bar()
     task = "generation" if args.task == "causal-lm" else "classification"
@@ -237,7 +238,7 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     predict.set_defaults(handler=predict_command)
     export = commands.add_parser("export", help="a LoRA-SB / LoRA-XS adapter as a plain PEFT LoRA adapter",
-                                 description="Load a folder written by gelora.lora_xs.save_adapter onto its base "
+                                 description="Load a folder written by gelora.adapters.lora_xs.save_adapter onto its base "
                                              "model and write it as a PEFT LoRA adapter.")
     export.add_argument("adapter", help="folder written by save_adapter")
     export.add_argument("model", help="the base model the adapter was trained on")
@@ -255,13 +256,13 @@ def parser() -> argparse.ArgumentParser:
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ImportError, KeyError)
 # Subcommands whose flags live in their own module (one definition): (name, module, help).
-FORWARDED = (("train", "gelora.train", "one fine-tuning run"),
-             ("grid", "gelora.grid", "a profile's grid: command lines, local jobs or submitit"),
-             ("run", "gelora.pipeline", "the notebook pipeline"),
-             ("study", "gelora.study", "the study: verdicts, README section, rate protocol"),
-             ("book", "gelora.book", "the reference runs as a book"),
-             ("exercises", "gelora.exercises", "check or rewrite the notebooks' exercises"),
-             ("migrate", "gelora.migrate", "rename records written under an earlier identity rule, checked"))
+FORWARDED = (("train", "gelora.training.train", "one fine-tuning run"),
+             ("grid", "gelora.study.grid", "a profile's grid: command lines, local jobs or submitit"),
+             ("run", "gelora.kit.pipeline", "the notebook pipeline"),
+             ("study", "gelora.study.verdicts", "the study: verdicts, README section, rate protocol"),
+             ("book", "gelora.kit.book", "the reference runs as a book"),
+             ("exercises", "gelora.kit.exercises", "check or rewrite the notebooks' exercises"),
+             ("migrate", "gelora.training.migrate", "rename records written under an earlier identity rule, checked"))
 
 
 def main(argv=None) -> int:

@@ -10,9 +10,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from gelora import pipeline  # noqa: E402
-from gelora.data import collator, load_dataset, tokenize  # noqa: E402
-from gelora.models import load_model  # noqa: E402
+from gelora.data.tasks import collator, load_dataset, tokenize  # noqa: E402
+from gelora.kit import pipeline  # noqa: E402
+from gelora.models.loading import load_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from gelora import methods
-from gelora.apply import adapt
-from gelora.data import TextDataset, seeded_loader, tokenize
-from gelora.models import load_model
-from gelora.train import _is_head, train_steps
+from gelora.data.tasks import TextDataset, seeded_loader, tokenize
+from gelora.methods import registry as methods
+from gelora.models.loading import load_model
+from gelora.training.apply import adapt
+from gelora.training.train import _is_head, train_steps
 
 FILLER = "the a of and to in is it that was for on with as his they at be this from".split()
 KEYS = ("apple", "river")

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from gelora import allocators
-from gelora.ranks import gelora_ranks
+from gelora.allocation import allocators
+from gelora.allocation.ranks import gelora_ranks
 
 SHAPES = {k: [(f"encoder.layer.{k}.attention.self.query", 384, 384), (f"encoder.layer.{k}.attention.self.value", 384, 384)]
           for k in range(6)}  # MiniLM's query and value
@@ -72,7 +72,7 @@ def test_bad_input_is_named():
 
 
 def test_weight_spectrum_on_a_model(tiny_bert):
-    from gelora.targets import block_shapes
+    from gelora.models.targets import block_shapes
 
     model, _ = tiny_bert
     shapes = block_shapes(model, ["query", "value"])
@@ -88,9 +88,9 @@ def test_the_study_trains_each_allocation_as_lora_at_the_comparisons_budget(tmp_
     uniform one and any allocation equal to it are not trained again."""
     import json
 
-    from gelora.config import FinetuneConfig
-    from gelora.ranks import adapter_params
-    from gelora.study_allocators import allocation_track
+    from gelora.allocation.ranks import adapter_params
+    from gelora.study.allocators import allocation_track
+    from gelora.training.config import FinetuneConfig
 
     from .test_study import write_run
 
@@ -122,7 +122,7 @@ def test_the_study_trains_each_allocation_as_lora_at_the_comparisons_budget(tmp_
 def test_the_sentence_says_what_the_table_shows_and_what_it_cannot():
     import pandas as pd
 
-    from gelora.study_allocators import allocator_sentence
+    from gelora.study.allocators import allocator_sentence
 
     table = pd.DataFrame({"allocation": ["uniform", "gelora", "weight_spectrum"], "ranks": [[8] * 6, [7, 7, 7, 7, 10, 10], [8] * 6],
                           "difference": [0.0, 0.0085, 0.0], "low": [0.0, 0.0007, 0.0], "high": [0.0, 0.0163, 0.0],

@@ -1,4 +1,4 @@
-"""The book (gelora.book) from the committed executed notebooks, opened in a real browser:
+"""The book (gelora.kit.book) from the committed executed notebooks, opened in a real browser:
 headless Chromium loads every page from disk with every request that is not a local file
 refused and recorded, and the test asserts that the math was typeset by the bundled MathJax,
 every image loaded, search finds a word, and no request left the machine."""
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gelora import book
+from gelora.kit import book
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from gelora.results import claims_table, paired_scores
-from gelora.train import write_predictions
+from gelora.analysis.results import claims_table, paired_scores
+from gelora.training.train import write_predictions
 
 N = 300
 

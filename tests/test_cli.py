@@ -12,10 +12,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from gelora import cli
-from gelora.models import load_model
-from gelora.ranks import adapter_params, realised_ranks
-from gelora.recommend import read_texts, recommend_ranks
-from gelora.targets import block_shapes
+from gelora.allocation.ranks import adapter_params, realised_ranks
+from gelora.allocation.recommend import read_texts, recommend_ranks
+from gelora.models.loading import load_model
+from gelora.models.targets import block_shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gelora.data import _from_hub_frame, as_generation, data_dir, load_dataset, shipped_datasets, tokenize
-from gelora.models import load_tokenizer
+from gelora.data.tasks import _from_hub_frame, as_generation, data_dir, load_dataset, shipped_datasets, tokenize
+from gelora.models.loading import load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = json.loads((ROOT / "data" / "manifest.json").read_text())
@@ -155,7 +155,7 @@ def test_arithmetic_answers_are_what_the_equations_compute():
 
 
 def test_disjoint_halves_share_no_example_and_say_when_too_small():
-    from gelora.data import TokenizedDataset, disjoint_halves
+    from gelora.data.tasks import TokenizedDataset, disjoint_halves
 
     tokens = TokenizedDataset([{"input_ids": [i]} for i in range(9)])
     first, second = disjoint_halves(tokens, 4, 5)

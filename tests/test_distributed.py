@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gelora.plan import plan_steps
+from gelora.core.plan import plan_steps
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "grid.py"
 METHODS = ["lora", "lora_sb", "adalora", "gelora"]

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from gelora import exercise_checks as checks
+from gelora.kit import exercise_checks as checks
 
 
 def _profile(folder, widths, n_points, dimensions=None):

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from gelora import exercises
-from gelora.exercise_checks import CHECKS
-from gelora.pipeline import repo_root
+from gelora.kit import exercises
+from gelora.kit.exercise_checks import CHECKS
+from gelora.kit.pipeline import repo_root
 
 EXERCISES = [(stem, item) for stem, items in exercises.load().items() for item in items]
 
@@ -29,10 +29,10 @@ EXECUTED = [(stem, items[0]) for stem, items in exercises.load().items()]
 
 @pytest.mark.parametrize("stem, exercise", EXERCISES, ids=[item["id"] for _, item in EXERCISES])
 def test_every_exercise_command_is_a_valid_plan(stem, exercise, capsys):
-    from gelora.pipeline import main
+    from gelora.kit.pipeline import main
 
     args = exercises.command(stem, exercise, profile="smoke", folder="runs/exercises/x", finished_run="runs/smoke")
-    assert main([*args[3:], "--list"]) == 0, capsys.readouterr().err
+    assert main([*args[4:], "--list"]) == 0, capsys.readouterr().err
     planned = capsys.readouterr().out.splitlines()
     assert len(planned) == 1 and planned[0].startswith(stem)
     for param in exercise["params"]:
@@ -45,7 +45,7 @@ def test_exercise_command_runs_writes_only_its_folder_and_can_be_checked(stem, e
     run, _ = smoke_run
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     args = exercises.command(stem, exercise, profile="smoke", folder=str(tmp_path), finished_run=str(run))
-    assert args[:3] == ["python", "-m", "gelora.pipeline"]
+    assert args[:4] == ["python", "-m", "gelora", "run"]
     result = subprocess.run([sys.executable, *args[1:], "--no-progress"], capture_output=True, text=True,
                             cwd=repo_root(), env=dict(os.environ))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -63,7 +63,7 @@ def test_exercise_command_runs_writes_only_its_folder_and_can_be_checked(stem, e
 
 
 def test_every_exercise_is_measured_on_the_class_profile_and_its_check_holds():
-    """The committed measurements (python -m gelora.exercises --measure, about 15 minutes, not run
+    """The committed measurements (python -m gelora exercises --measure, about 15 minutes, not run
     here) cover every exercise, were made on the class profile and confirm every answer; SOLUTIONS.md
     states them (checked above by out_of_date)."""
     record = exercises.measured()

@@ -25,15 +25,16 @@ import pandas as pd
 import pytest
 import torch
 
-from gelora import pipeline, train
-from gelora.config import FinetuneConfig, validate
-from gelora.data import TextDataset, load_dataset, tokenize
-from gelora.grid import run_grid
-from gelora.lora_xs import adapter_layers, add_lora_xs, init_lora_xs, load_adapter, save_adapter
-from gelora.models import load_model
-from gelora.probe import _read_cache, _write_cache, hidden_states, load_profile
-from gelora.ranks import gelora_ranks, lora_config
-from gelora.twonn import TwoNN, fit_mu
+from gelora.adapters.lora_xs import adapter_layers, add_lora_xs, init_lora_xs, load_adapter, save_adapter
+from gelora.allocation.ranks import gelora_ranks, lora_config
+from gelora.data.tasks import TextDataset, load_dataset, tokenize
+from gelora.geometry.twonn import TwoNN, fit_mu
+from gelora.kit import pipeline
+from gelora.models.loading import load_model
+from gelora.probing.probe import _read_cache, _write_cache, hidden_states, load_profile
+from gelora.study.grid import run_grid
+from gelora.training import train
+from gelora.training.config import FinetuneConfig, validate
 
 from .cases import Table, check
 
@@ -761,7 +762,7 @@ def _(tmp):
 
 @case("harness", "a LoRA-SB estimate over 2.5 examples", ValueError, r"num_samples must be a whole number >= 1, got 2\.5")
 def _(tmp):
-    from gelora.lora_sb import estimate_update
+    from gelora.adapters.lora_sb import estimate_update
 
     estimate_update(tiny()[0], [], ["query"], num_samples=2.5)
 
@@ -769,7 +770,7 @@ def _(tmp):
 @case("harness", "two runs of one method and seed are never tabulated together", ValueError,
       r"2 runs of lora seed 0 .* with different settings")
 def _(tmp):
-    from gelora.results import runs_table
+    from gelora.analysis.results import runs_table
 
     record = {"dataset": "d", "model": "m", "method": "lora", "seed": 0}
     runs_table([dict(record, run_id="a"), dict(record, run_id="b")])
@@ -777,7 +778,7 @@ def _(tmp):
 
 @case("harness", "a record folder with a damaged file names it", ValueError, r"broken\.json is not a valid record")
 def _(tmp):
-    from gelora.results import load_records
+    from gelora.analysis.results import load_records
 
     (tmp / "broken.json").write_text('{"run_id": ')
     load_records(tmp)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from gelora.data import ResponseLogits, as_generation, load_dataset, prompt_format, tokenize
-from gelora.generate import answer, exact_match, generate
-from gelora.models import load_model
+from gelora.data.tasks import ResponseLogits, as_generation, load_dataset, prompt_format, tokenize
+from gelora.models.loading import load_model
+from gelora.training.generate import answer, exact_match, generate
 
 
 def test_answers_by_hand():
@@ -59,7 +59,7 @@ def test_chat_prompts_use_the_template_and_mask_it():
 
 
 def test_a_generation_run_scores_exact_match_per_example(tmp_path):
-    from gelora.train import finetune
+    from gelora.training.train import finetune
 
     record = finetune(method="lora", model="tiny-llama", dataset="arithmetic", n_train=32, n_eval=8, n_test=8,
                       max_length=96, max_new_tokens=6, evals=2, output_dir=str(tmp_path), progress=False)

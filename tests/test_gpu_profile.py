@@ -7,12 +7,12 @@ import nbformat
 import pytest
 import torch
 
-from gelora import pipeline
-from gelora.glue_copy import write_glue_copy
-from gelora.lora_xs import adapter_layers
-from gelora.models import load_model
-from gelora.targets import find_targets
-from gelora.train import finetune
+from gelora.adapters.lora_xs import adapter_layers
+from gelora.data.glue_copy import write_glue_copy
+from gelora.kit import pipeline
+from gelora.models.loading import load_model
+from gelora.models.targets import find_targets
+from gelora.training.train import finetune
 
 GPU_TARGETS = pipeline.load_profile("gpu")["notebooks"]["04_fine_tuning"]["target_modules"]
 SMALL = [  # the gpu profile's settings, with sizes a CPU runs in seconds
@@ -67,7 +67,7 @@ def test_bf16_autocast_keeps_the_adapter_in_float32(tmp_path):
 
 @pytest.mark.parametrize("task, pair", [("sst2", False), ("pairs", True)])
 def test_glue_copies_load_as_glue(tmp_path, task, pair):
-    from gelora.data import load_dataset
+    from gelora.data.tasks import load_dataset
 
     data = load_dataset(str(write_glue_copy(tmp_path, task, n_train=20, n_validation=10)), "validation")
     assert len(data) == 10 and data.label_names == ["0", "1"] and (data.text_pairs is not None) == pair

@@ -8,11 +8,12 @@ import sys
 import pandas as pd
 import pytest
 
-from gelora import pipeline, train
-from gelora.config import FinetuneConfig
-from gelora.grid import command_line, notebook_grid, profile_parameters
-from gelora.pipeline import repo_root
-from gelora.sweep import best_lrs
+from gelora.kit import pipeline
+from gelora.kit.pipeline import repo_root
+from gelora.study.grid import command_line, notebook_grid, profile_parameters
+from gelora.training import train
+from gelora.training.config import FinetuneConfig
+from gelora.training.sweep import best_lrs
 
 METHODS = "04.methods=[lora, lora_sb, gelora]"
 
@@ -22,15 +23,15 @@ def test_every_command_line_parses_back_to_its_config(tmp_path):
     assert len(configs) == 10 and budget == 2048
     for config in configs:
         argv = shlex.split(command_line(config))
-        assert argv[:3] == [sys.executable, "-m", "gelora.train"]
+        assert argv[:3] == [sys.executable, "-m", "gelora.training.train"]
         parsed = FinetuneConfig(**vars(train._parser().parse_args(argv[3:])))
         assert parsed == config and parsed.run_id == config.run_id
 
 
 def test_launchers(tmp_path):
     configs, _ = notebook_grid(**dict(profile_parameters("smoke", run_dir=str(tmp_path)), processes=2))
-    assert command_line(configs[1], "torchrun").startswith("torchrun --nproc-per-node=2 -m gelora.train --method lora")
-    assert command_line(configs[1], "accelerate").startswith("accelerate launch --num_processes=2 -m gelora.train")
+    assert command_line(configs[1], "torchrun").startswith("torchrun --nproc-per-node=2 -m gelora.training.train --method lora")
+    assert command_line(configs[1], "accelerate").startswith("accelerate launch --num_processes=2 -m gelora.training.train")
     assert "--processes 2" in command_line(configs[1], "accelerate")
     with pytest.raises(ValueError, match="processes=2 needs a launcher"):
         command_line(configs[1], "python")
@@ -61,7 +62,7 @@ def test_the_readme_job_recipe_is_safe_with_any_path(tmp_path):
 
 def test_parallel_jobs_then_the_notebook_trains_nothing(tmp_path):
     run = tmp_path / "run"
-    lines = subprocess.run([sys.executable, "-m", "gelora.grid", "--profile", "smoke", "--run-dir", str(run),
+    lines = subprocess.run([sys.executable, "-m", "gelora.study.grid", "--profile", "smoke", "--run-dir", str(run),
                             "-p", METHODS], capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(lines) == 3
     jobs = subprocess.run(README_XARGS, input="\n".join(lines), capture_output=True, text=True, timeout=600)
@@ -69,7 +70,7 @@ def test_parallel_jobs_then_the_notebook_trains_nothing(tmp_path):
     results = run / "results"
     before = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
     assert len(before) == 3
-    missing = subprocess.run([sys.executable, "-m", "gelora.grid", "--profile", "smoke", "--run-dir", str(run),
+    missing = subprocess.run([sys.executable, "-m", "gelora.study.grid", "--profile", "smoke", "--run-dir", str(run),
                               "-p", METHODS, "--missing"], capture_output=True, text=True, check=True).stdout
     assert missing == ""
     (out,) = pipeline.run("smoke", [METHODS, f"figures_dir={tmp_path / 'figures'}"], only=["04"], run_dir=str(run),
@@ -91,7 +92,7 @@ def test_the_sweep_runs_first_and_sets_the_rates(tmp_path):
 
 
 def test_jobs_train_the_sweep_then_the_grid_and_a_rerun_trains_nothing(tmp_path, capsys):
-    from gelora.grid import main
+    from gelora.study.grid import main
 
     args = ["--profile", "smoke", "--run-dir", str(tmp_path), "-p", "04.methods=[lora, lora_xs]",
             "-p", "04.lr_factors=[1, 5]", "-p", "04.sweep_n_train=24"]
@@ -112,7 +113,7 @@ def test_jobs_train_the_sweep_then_the_grid_and_a_rerun_trains_nothing(tmp_path,
 def test_printing_a_swept_grid_trains_nothing(tmp_path, capsys):
     """A profile whose rates come from a sweep: printing the comparison before the sweep has run
     is refused (it used to train the whole sweep in-process while saying it schedules nothing)."""
-    from gelora.grid import main
+    from gelora.study.grid import main
 
     run = tmp_path / "run"
     args = ["--profile", "smoke", "--run-dir", str(run), "-p", "04.methods=[lora, lora_sb, lora_xs]",
@@ -123,13 +124,13 @@ def test_printing_a_swept_grid_trains_nothing(tmp_path, capsys):
     assert not list(run.rglob("*.json"))  # nothing trained
     assert main([*args, "--sweep"]) == 0
     sweep = capsys.readouterr().out.splitlines()
-    assert len(sweep) == 6 and all("gelora.train" in line for line in sweep)
+    assert len(sweep) == 6 and all("gelora.training.train" in line for line in sweep)
 
 
 def test_submitit_local_executor_trains_the_missing_runs_once(tmp_path, capsys):
     """gelora grid --executor local: the smoke grid's missing runs through submitit, then nothing;
     notebook 04's configs find the records."""
-    from gelora.grid import main
+    from gelora.study.grid import main
 
     argv = ["--profile", "smoke", "--run-dir", str(tmp_path), "-p", "04.methods=[lora]", "--executor", "local"]
     assert main(argv) == 0
@@ -150,7 +151,7 @@ def test_slurm_job_array_under_submitits_mock(tmp_path):
     from submitit.core import submission
     from submitit.slurm.test_slurm import mocked_slurm
 
-    from gelora.cluster import collect, make_executor, submit
+    from gelora.training.cluster import collect, make_executor, submit
 
     configs, _ = notebook_grid(**profile_parameters("smoke", ["04.methods=[lora]"], run_dir=str(tmp_path)))
     broken = dataclasses.replace(configs[0], n_train=10**6)  # fails when its data loads, inside the job

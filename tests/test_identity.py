@@ -3,10 +3,10 @@ recomputed elsewhere (last digits differ) reuses the run, a profile that moves a
 and records named under the old rule are renamed only after a check of each one."""
 import json
 
-from gelora import migrate
-from gelora.config import FinetuneConfig
-from gelora.data import file_sha256
-from gelora.train import finetune
+from gelora.data.tasks import file_sha256
+from gelora.training import migrate
+from gelora.training.config import FinetuneConfig
+from gelora.training.train import finetune
 
 SETTINGS = dict(model="tiny-bert", dataset="movie-sentiment", n_train=32, n_eval=16, n_test=16, batch_size=8,
                 epochs=1, evals=1, max_length=32, progress=False, budget=8 * 128 * 8,
@@ -42,7 +42,7 @@ def test_a_profile_that_moves_a_rank_retrains(tmp_path):
 
 def as_old_record(record: dict, profile: str, folder) -> str:
     """The record as the kit wrote it before: the profile by its sha256, the name by that identity."""
-    from gelora.config import identity_digest
+    from gelora.training.config import identity_digest
 
     old = json.loads((folder / f"{record['run_id']}.json").read_text())
     old["identity"]["content"]["profile"] = file_sha256(profile)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from peft import PeftModel
 
-from gelora.lora_sb import apply_lora_sb, estimate_update, init_lora_sb
-from gelora.lora_xs import (
+from gelora.adapters.lora_sb import apply_lora_sb, estimate_update, init_lora_sb
+from gelora.adapters.lora_xs import (
     LoraXSLayer,
     adapter_layers,
     adapters_disabled,
@@ -26,7 +26,7 @@ from gelora.lora_xs import (
     truncated_svd,
     unmerge_adapters,
 )
-from gelora.models import load_model
+from gelora.models.loading import load_model
 
 from .conftest import make_batches, outputs
 
@@ -266,7 +266,7 @@ def test_conv1d_layers_of_gpt2():
 def test_trains_with_the_hf_trainer_and_keeps_weight_decay(tiny_bert, movie_small, tmp_path):
     from transformers import Trainer, TrainingArguments
 
-    from gelora.data import collator, tokenize
+    from gelora.data.tasks import collator, tokenize
 
     model, tokenizer = tiny_bert
     tokens = tokenize(movie_small, tokenizer, 32)

@@ -6,11 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from gelora import methods, plots
-from gelora.config import FinetuneConfig
-from gelora.data import load_dataset, tokenize
-from gelora.models import load_model
-from gelora.ranks import count_trainable
+from gelora.allocation.ranks import count_trainable
+from gelora.data.tasks import load_dataset, tokenize
+from gelora.kit import plots
+from gelora.methods import registry as methods
+from gelora.models.loading import load_model
+from gelora.training.config import FinetuneConfig
 
 TARGETS = ["query", "value"]  # tiny-bert: 4 blocks, 64 x 64 matrices, 8 targets
 BUDGET = 8 * 128 * 8  # uniform LoRA r = 8

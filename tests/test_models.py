@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gelora.models import load_model
+from gelora.models.loading import load_model
 
 
 @pytest.mark.parametrize("name,task", [("minilm", "classification"), ("minilm", "regression"),
@@ -65,8 +65,8 @@ def test_a_hub_model_pinned_to_a_revision_is_asked_for_at_that_revision(monkeypa
     re-published model pinned to another commit is another run; '@' in a local path is a path."""
     import transformers
 
-    from gelora.config import FinetuneConfig
-    from gelora.models import hub_reference, load_tokenizer
+    from gelora.models.loading import hub_reference, load_tokenizer
+    from gelora.training.config import FinetuneConfig
 
     assert hub_reference("org/model@0123abc") == ("org/model", {"revision": "0123abc"})
     assert hub_reference("org/model") == ("org/model", {}) and hub_reference("minilm") == ("minilm", {})

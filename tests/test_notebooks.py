@@ -10,7 +10,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from gelora import methods, pipeline
+from gelora.kit import pipeline
+from gelora.methods import registry as methods
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -72,7 +73,7 @@ def test_notebooks_run_on_their_own_and_on_your_own_data(tmp_path, capsys):
     """02 and 04 compute the profile they need when notebook 01 has not run; one `-p dataset=` of a
     user's CSV with its own column names (divided by the kit) is enough, the profile's sizes that do
     not fit are fitted."""
-    from gelora.data import load_dataset
+    from gelora.data.tasks import load_dataset
 
     movies = load_dataset("movie-sentiment", "train")
     own = tmp_path / "mine.csv"
@@ -125,11 +126,11 @@ def test_a_failing_cell_is_reported_with_notebook_and_cell(tmp_path):
 
 
 def test_command_line_reports_errors(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "gelora.pipeline", "--profile", "smoke", "-p", "nope=1",
+    result = subprocess.run([sys.executable, "-m", "gelora.kit.pipeline", "--profile", "smoke", "-p", "nope=1",
                              "--run-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
                             env=dict(os.environ))
     assert result.returncode == 1 and "parameter 'nope' is declared by no notebook" in result.stderr
-    listing = subprocess.run([sys.executable, "-m", "gelora.pipeline", "--profile", "cpu", "--list"],
+    listing = subprocess.run([sys.executable, "-m", "gelora.kit.pipeline", "--profile", "cpu", "--list"],
                              capture_output=True, text=True, cwd=ROOT)
     assert listing.returncode == 0 and "04_fine_tuning" in listing.stdout
 

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gelora.config import FinetuneConfig
-from gelora.data import FILE_SPLIT, load_dataset
-from gelora.models import load_model
-from gelora.saved import RUN_FILE, logits
-from gelora.train import describe, finetune
+from gelora.data.tasks import FILE_SPLIT, load_dataset
+from gelora.models.loading import load_model
+from gelora.training.config import FinetuneConfig
+from gelora.training.saved import RUN_FILE, logits
+from gelora.training.train import describe, finetune
 
 SMALL = dict(model="tiny-bert", n_train=48, n_eval=16, n_test=16, max_length=32, epochs=1.0, batch_size=16,
              evals=1, progress=False, text_column="review", label_column="sentiment")

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from gelora import plots
+from gelora.kit import plots
 
 
 def test_methods_with_nearly_equal_counts_keep_their_true_order():

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from gelora.probe import hidden_states, id_profile, load_profile, profile_from_states, save_profile
-from gelora.twonn import TwoNN
+from gelora.geometry.twonn import TwoNN
+from gelora.probing.probe import hidden_states, id_profile, load_profile, profile_from_states, save_profile
 
 TEXTS = ["a quietly moving film", "bad", "the plot never quite gets going, but the cast is superb",
          "an unexpected delight", "two hours I will not get back", "fine"]

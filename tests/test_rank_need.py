@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from gelora.rank_need import bound_vs_need, lr_sensitivity, update_needs
-from gelora.spectra import energy_rank, snapshot, stable_rank, update_spectra
-from gelora.train import finetune
+from gelora.analysis.rank_need import bound_vs_need, lr_sensitivity, update_needs
+from gelora.models.spectra import energy_rank, snapshot, stable_rank, update_spectra
+from gelora.training.train import finetune
 
 Q, V = "bert.encoder.layer.{}.attention.self.query", "bert.encoder.layer.{}.attention.self.value"
 
@@ -84,7 +84,7 @@ def block_record(block, rank, seed, validation, test, blocks=3):
 
 
 def test_trained_need_is_the_smallest_rank_not_resolved_worse_than_the_best():
-    from gelora.rank_need import sweep_labels, trained_needs
+    from gelora.analysis.rank_need import sweep_labels, trained_needs
 
     n, rng = 2000, np.random.default_rng(0)
     truth = {  # block -> rank -> accuracy of its per-example scores
@@ -115,14 +115,14 @@ def test_trained_need_is_the_smallest_rank_not_resolved_worse_than_the_best():
 
 
 def test_a_record_that_adapts_several_blocks_is_not_a_sweep_run():
-    from gelora.rank_need import sweep_labels
+    from gelora.analysis.rank_need import sweep_labels
 
     with pytest.raises(ValueError, match="not a per-block sweep run"):
         sweep_labels([dict(block_record(0, 2, 0, 0.5, 0.5), config={"block_ranks": [2, 2, 0]})])
 
 
 def test_block_ranks_adapt_exactly_the_named_blocks(tmp_path):
-    from gelora.config import FinetuneConfig, validate
+    from gelora.training.config import FinetuneConfig, validate
 
     record = finetune(method="lora", model="tiny-bert", dataset="movie-sentiment", n_train=32, n_eval=16, n_test=16,
                       block_ranks=[0, 4, 0, 0], evals=1, output_dir=str(tmp_path), progress=False)

@@ -1,12 +1,12 @@
-"""GeLoRA allocations with intervals (gelora.rank_uncertainty), against data of known dimension
+"""GeLoRA allocations with intervals (gelora.probing.rank_uncertainty), against data of known dimension
 and hand computations."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from gelora.rank_uncertainty import allocation_intervals, bootstrap_dimensions, decided_by_noise, neighbour_ratios
-from gelora.synthetic import gaussian
-from gelora.twonn import TwoNN
+from gelora.geometry.synthetic import gaussian
+from gelora.geometry.twonn import TwoNN
+from gelora.probing.rank_uncertainty import allocation_intervals, bootstrap_dimensions, decided_by_noise, neighbour_ratios
 
 
 def ceil_rule(dims):

@@ -4,8 +4,7 @@ import pandas as pd
 import pytest
 from peft import PeftModel, get_peft_model
 
-from gelora.models import load_model
-from gelora.ranks import (
+from gelora.allocation.ranks import (
     adalora_params,
     check_ranks,
     count_trainable,
@@ -18,7 +17,8 @@ from gelora.ranks import (
     realised_ranks,
     uniform_budget,
 )
-from gelora.targets import block_index, block_shapes, find_targets
+from gelora.models.loading import load_model
+from gelora.models.targets import block_index, block_shapes, find_targets
 
 PROFILE = [10.0, 12.0, 11.0, 15.2, 15.2]  # bounds: 2, 0, 4.2, 0
 

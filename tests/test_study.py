@@ -1,4 +1,4 @@
-"""The study's reading (gelora.study): verdicts, summaries, plateau and the parameter-efficiency
+"""The study's reading (gelora.study.verdicts): verdicts, summaries, plateau and the parameter-efficiency
 curve from hand-made records with known per-example scores, and the README section generated
 from the committed study."""
 import json
@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gelora import study
-from gelora.pipeline import repo_root
-from gelora.train import write_predictions
+from gelora.kit.pipeline import repo_root
+from gelora.study import verdicts as study
+from gelora.training.train import write_predictions
 
 N = 400  # test examples
 
@@ -44,7 +44,7 @@ BASE = dict(model="tiny-bert", dataset="movie-sentiment", n_train=64, n_eval=16,
 def fake_study(tmp_path):
     """A study of one task with hand-made scores; its LoRA record and sweep carry real settings, so
     the efficiency points' sweeps and runs are named by the identities the study computes."""
-    from gelora.config import FinetuneConfig
+    from gelora.training.config import FinetuneConfig
 
     rng = np.random.default_rng(0)
     task = tmp_path / "study" / "task"
@@ -186,7 +186,7 @@ def test_the_readme_states_what_the_committed_study_says():
 
 
 def test_records_of_one_grid_only(fake_study):
-    from gelora.results import load_records
+    from gelora.analysis.results import load_records
 
     folder = fake_study / "task" / "results"
     assert len(load_records(folder)) == 12
@@ -202,7 +202,7 @@ def test_committed_verdicts_agree_with_a_t_interval_on_seed_means():
     every call (a closed form: no resampling seed)."""
     from scipy import stats as scipy_stats
 
-    from gelora.results import CLAIMS, paired_arrays, paired_scores
+    from gelora.analysis.results import CLAIMS, paired_arrays, paired_scores
 
     table = study.claims()
     assert table.equals(study.claims())

@@ -4,8 +4,8 @@ the comparison folder holds exactly the chosen rate (runs at other rates moved, 
 reused by copy, only the missing seeds left to train)."""
 import numpy as np
 
-from gelora import study_rates
-from gelora.config import FinetuneConfig
+from gelora.study import rates as study_rates
+from gelora.training.config import FinetuneConfig
 
 from .test_study import BASE, N, write_run
 
@@ -51,7 +51,7 @@ def test_the_efficiency_curve_points_are_tuned_by_the_same_protocol(tmp_path):
     mix, and once settled its three seeds sit in efficiency/results at the chosen rate."""
     import dataclasses
 
-    from gelora import study
+    from gelora.study import verdicts as study
 
     task = tmp_path / "study" / "task"
     for seed in range(3):

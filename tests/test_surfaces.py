@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from gelora import cli
-from gelora.models import load_model, minilm_path
-from gelora.twonn import TwoNN
+from gelora.geometry.twonn import TwoNN
+from gelora.models.loading import load_model, minilm_path
 
 from .cases import Table, check
 
@@ -99,7 +99,7 @@ def _(tmp):
 @case("profiles", "a section given twice", ValueError,
       r"key '04_fine_tuning' appears twice in one mapping \(first on line 2\)\s+in .*p.yaml\", line 4")
 def _(tmp):
-    from gelora.pipeline import load_profile
+    from gelora.kit.pipeline import load_profile
 
     path = tmp / "p.yaml"
     path.write_text("notebooks:\n  04_fine_tuning:\n    seeds: [0]\n  04_fine_tuning:\n    n_train: 10\n")
@@ -108,7 +108,7 @@ def _(tmp):
 
 @case("profiles", "a key given twice in a section", ValueError, r"key 'seeds' appears twice")
 def _(tmp):
-    from gelora.pipeline import load_profile
+    from gelora.kit.pipeline import load_profile
 
     path = tmp / "p.yaml"
     path.write_text("notebooks:\n  04_fine_tuning:\n    seeds: [0]\n    seeds: [1]\n")
@@ -117,14 +117,14 @@ def _(tmp):
 
 @case("profiles", "an override without a value", ValueError, r"override '04.n_test=' has no value")
 def _(tmp):
-    from gelora.pipeline import parse_override
+    from gelora.kit.pipeline import parse_override
 
     parse_override("04.n_test=")
 
 
 @case("profiles", "null still means None")
 def _(tmp):
-    from gelora.pipeline import parse_override
+    from gelora.kit.pipeline import parse_override
 
     assert parse_override("04.n_test=null") == ("04", "n_test", None)
 
@@ -166,7 +166,7 @@ def _(tmp):
 
 @case("lora_sb", "tuple batches", ValueError, "batches that are mappings")
 def _(tmp):
-    from gelora.lora_sb import estimate_update
+    from gelora.adapters.lora_sb import estimate_update
 
     model, tokenizer = load_model("tiny-bert", "classification", 2, seed=0)
     batch = batches_of(model, tokenizer, torch.tensor([0, 1]))[0]
@@ -175,7 +175,7 @@ def _(tmp):
 
 @case("lora_sb", "labels outside the head", ValueError, r"labels range over 0..5 but the head has 2 classes")
 def _(tmp):
-    from gelora.lora_sb import estimate_update
+    from gelora.adapters.lora_sb import estimate_update
 
     model, tokenizer = load_model("tiny-bert", "classification", 2, seed=0)
     estimate_update(model, batches_of(model, tokenizer, torch.tensor([0, 5])), num_samples=2)
@@ -183,7 +183,7 @@ def _(tmp):
 
 @case("lora_sb", "float labels on a classifier", ValueError, "labels are floats")
 def _(tmp):
-    from gelora.lora_sb import estimate_update
+    from gelora.adapters.lora_sb import estimate_update
 
     model, tokenizer = load_model("tiny-bert", "classification", 2, seed=0)
     estimate_update(model, batches_of(model, tokenizer, torch.tensor([0.0, 1.0])), num_samples=2)
@@ -191,7 +191,7 @@ def _(tmp):
 
 @case("lora_sb", "a non-finite loss", ValueError, "hold NaN or inf")
 def _(tmp):
-    from gelora.lora_sb import estimate_update
+    from gelora.adapters.lora_sb import estimate_update
 
     model, tokenizer = load_model("tiny-bert", "classification", 2, seed=0)
     with torch.no_grad():
@@ -201,7 +201,7 @@ def _(tmp):
 
 @case("lora_sb", "attach checks its arguments before the gradient pass", ValueError, "init_lr must be a finite number > 0")
 def _(tmp):
-    from gelora.lora_sb import attach_lora_sb
+    from gelora.adapters.lora_sb import attach_lora_sb
 
     model, _ = load_model("tiny-bert", "classification", 2, seed=0)
     attach_lora_sb(model, iter(()), init_lr=0.0, rank=4)  # an empty loader: never reached
@@ -209,7 +209,7 @@ def _(tmp):
 
 @case("lora_sb", "attach with an unknown module name", ValueError, "nope")
 def _(tmp):
-    from gelora.lora_sb import attach_lora_sb
+    from gelora.adapters.lora_sb import attach_lora_sb
 
     model, _ = load_model("tiny-bert", "classification", 2, seed=0)
     attach_lora_sb(model, iter(()), init_lr=1e-3, rank=4, target_modules=["nope"])
@@ -219,7 +219,7 @@ def _(tmp):
 
 @case("adapters", "a saved config with an unknown init", ValueError, "unknown init 'magic'")
 def _(tmp):
-    from gelora.lora_xs import add_lora_xs, init_lora_xs, load_adapter, save_adapter
+    from gelora.adapters.lora_xs import add_lora_xs, init_lora_xs, load_adapter, save_adapter
 
     model, _ = load_model("tiny-bert", "classification", 2, seed=0)
     init_lora_xs(add_lora_xs(model, rank=2))
@@ -235,7 +235,7 @@ def _(tmp):
 def _(tmp):
     import pandas as pd
 
-    from gelora.recommend import recommend_ranks
+    from gelora.allocation.recommend import recommend_ranks
 
     model, tokenizer = load_model("tiny-bert", "features", seed=0)
     profile = pd.DataFrame({"layer": [0, 1, 2], "dimension": [5.0, 8.0, 9.0]})

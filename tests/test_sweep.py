@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gelora import methods
-from gelora.data import load_dataset
-from gelora.grid import grid_configs
-from gelora.sweep import best_lrs, lr_sweep, with_lrs
-from gelora.train import finetune
+from gelora.data.tasks import load_dataset
+from gelora.methods import registry as methods
+from gelora.study.grid import grid_configs
+from gelora.training.sweep import best_lrs, lr_sweep, with_lrs
+from gelora.training.train import finetune
 
 SETTINGS = dict(model="tiny-bert", n_train=32, n_eval=16, n_test=24, batch_size=8, max_length=16, progress=False,
                 evals=1)

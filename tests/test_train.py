@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from gelora import records as record_files
-from gelora import train
-from gelora.data import as_generation, load_dataset, tokenize
-from gelora.methods import names
-from gelora.models import load_model
-from gelora.records import atomic_write_json
-from gelora.train import finetune
+from gelora.core import records as record_files
+from gelora.core.records import atomic_write_json
+from gelora.data.tasks import as_generation, load_dataset, tokenize
+from gelora.methods.registry import names
+from gelora.models.loading import load_model
+from gelora.training import train
+from gelora.training.train import finetune
 
 METHODS = names()
 
@@ -174,7 +174,7 @@ def test_command_line(tmp_path, capsys):
 
 
 def test_plain_loop(tiny_bert, batches):
-    from gelora.lora_sb import apply_lora_sb, estimate_update
+    from gelora.adapters.lora_sb import apply_lora_sb, estimate_update
 
     model, _ = tiny_bert
     apply_lora_sb(model, estimate_update(model, batches, ["query", "value"], 16, 1e-2), rank=4,
@@ -224,7 +224,7 @@ def test_settings_added_later_keep_earlier_records_named_as_they_were():
     value; the dataclass default must stay that value, or old records would name new computations."""
     import dataclasses
 
-    from gelora.config import ADDED_LATER, FinetuneConfig
+    from gelora.training.config import ADDED_LATER, FinetuneConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
     assert {k: defaults[k] for k in ADDED_LATER} == ADDED_LATER

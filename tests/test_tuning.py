@@ -1,4 +1,4 @@
-"""The rate protocol (gelora.tuning) driven by hand-made validation curves of known shape: it
+"""The rate protocol (gelora.training.tuning) driven by hand-made validation curves of known shape: it
 walks to the true optimum and stops with a worse neighbour on each side, stops at the grid's
 limits and says so, keeps off-grid full-length rates as candidates, and never decides on a rate
 that lacks a selection seed."""
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gelora.tuning import beyond, choose, grid_rate, measurably_worse, plateau_gain
+from gelora.training.tuning import beyond, choose, grid_rate, measurably_worse, plateau_gain
 
 DEFAULT = 2e-3
 SEEDS = (0, 1, 2)

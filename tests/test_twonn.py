@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from gelora import synthetic
-from gelora.twonn import TwoNN, fit_mu, id_scaling, two_nearest_neighbors, twonn
+from gelora.geometry import synthetic
+from gelora.geometry.twonn import TwoNN, fit_mu, id_scaling, two_nearest_neighbors, twonn
 
 
 def brute_force(X):

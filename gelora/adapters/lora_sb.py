@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .checks import check_real, check_whole
-from .lora_xs import _is_conv1d, adapter_layers, add_lora_xs, init_lora_xs, remove_lora_xs, set_factors
-from .targets import find_targets, unwrap
+from gelora.adapters.lora_xs import _is_conv1d, adapter_layers, add_lora_xs, init_lora_xs, remove_lora_xs, set_factors
+from gelora.core.checks import check_real, check_whole
+from gelora.models.targets import find_targets, unwrap
 
 INITS = ("lora_sb", "lora_xs")
 
@@ -185,7 +185,7 @@ def attach_lora_sb(model: nn.Module, batches: Iterable[Mapping], init_lr: float,
     init_lr: the learning rate of your run's first optimiser step, which scales the update (with
     a linear warm-up of w steps to a peak lr, that is lr / w). Save with `lora_xs.save_adapter`,
     reload with `lora_xs.load_adapter`, hand to plain PEFT with `lora_xs.export_peft_lora`."""
-    from .targets import default_targets
+    from gelora.models.targets import default_targets
 
     check_real("init_lr", init_lr, 0, open_low=True)
     check_whole("num_samples", num_samples, 1)

@@ -4,7 +4,7 @@ B (out x r) and A (r x in) are frozen buffers, so no later call (`requires_grad_
 `set_adapter`, an optimiser over `model.parameters()`) can train them; only the r x r core R is a
 parameter. The structure is shared by two initialisations: LoRA-XS (B, A from the SVD of W0, R
 near 0; `init_lora_xs` here) and LoRA-SB (B R A = the best rank-r approximation of the first
-full-fine-tuning step; `gelora.lora_sb.init_lora_sb`).
+full-fine-tuning step; `gelora.adapters.lora_sb.init_lora_sb`).
 
 Verbs, in the spirit of minLoRA: `add_lora_xs` (wrap the targets, freeze the rest),
 `init_lora_xs`, `enable_adapters` / `disable_adapters`, `merge_adapters` / `unmerge_adapters`,
@@ -26,8 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load, save, save_file
 
-from .records import atomic_write
-from .targets import find_targets, module_ranks, uniform_module_ranks, unwrap, weight_shape
+from gelora.core.records import atomic_write
+from gelora.models.targets import find_targets, module_ranks, uniform_module_ranks, unwrap, weight_shape
 
 HEAD_NAMES = ("classifier", "score")  # PEFT's modules_to_save for sequence classification
 CONFIG_FILE, WEIGHTS_FILE = "lora_xs_config.json", "lora_xs_adapter.safetensors"
@@ -147,7 +147,7 @@ def add_lora_xs(model: nn.Module, rank: int | None = None, ranks=None, target_mo
     """Wrap every target linear layer in a `LoraXSLayer` (B = A = R = 0: the model computes what
     it did) and freeze everything but the cores and the head. Give `rank` (uniform) or `ranks`
     (per block: list, dict or a `RankAllocation`, by `targets.module_ranks`). Initialise next
-    with `init_lora_xs` or `gelora.lora_sb.init_lora_sb`. Returns the model, changed in place."""
+    with `init_lora_xs` or `gelora.adapters.lora_sb.init_lora_sb`. Returns the model, changed in place."""
     if (rank is None) == (ranks is None):
         raise ValueError("give exactly one of rank (uniform) or ranks (per block)")
     if not 0.0 <= dropout < 1.0:
@@ -429,7 +429,7 @@ def export_peft_lora(model: nn.Module, path: str | os.PathLike, base_model_name_
     lora_A = A, lora_B = B R, lora_alpha = r (scale 1), the head as modules_to_save."""
     from peft import LoraConfig
 
-    from .ranks import _task_type
+    from gelora.allocation.ranks import _task_type
 
     layers = _layers_or_raise(model)
     config = model.lora_xs_config

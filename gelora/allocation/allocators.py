@@ -5,7 +5,7 @@ Every allocator takes the block shapes (`targets.block_shapes`) and a budget (tr
 parameters, the head excluded) and returns an `Allocation`: one rank per block (every target
 matrix of a block gets it) and where it came from. Ranks follow the allocator's weights through
 the same rule GeLoRA uses (`ranks.scale_to_budget`), so the allocators differ only in their
-weights. An allocation trains as uniform LoRA with `block_ranks` (`gelora.train`).
+weights. An allocation trains as uniform LoRA with `block_ranks` (`gelora.training.train`).
 
     uniform            every block the same weight
     gelora             the ID increment + offset (Ed-dib et al., with the kit's budget scaling)
@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .checks import check_real, check_whole
-from .ranks import _shapes_in_order, adapter_params, gelora_ranks, scale_to_budget
-from .spectra import energy_rank, singular_values
+from gelora.allocation.ranks import _shapes_in_order, adapter_params, gelora_ranks, scale_to_budget
+from gelora.core.checks import check_real, check_whole
+from gelora.models.spectra import energy_rank, singular_values
 
 ENERGY = 0.9  # the energy fraction of the spectrum rules
 
@@ -112,7 +112,7 @@ def spectrum_weights(matrices: dict, blocks: dict, fraction: float = ENERGY) -> 
 
 def weight_spectrum(model, targets, shapes: dict, budget: int, fraction: float = ENERGY) -> Allocation:
     """Each block's weight: the energy ranks of its pretrained target matrices W0."""
-    from .targets import block_index, find_targets
+    from gelora.models.targets import block_index, find_targets
 
     modules = find_targets(model, targets)
     weights = spectrum_weights({n: m.weight for n, m in modules.items()}, {n: block_index(n) for n in modules}, fraction)
@@ -123,7 +123,7 @@ def weight_spectrum(model, targets, shapes: dict, budget: int, fraction: float =
 def gradient_spectrum(update: dict, shapes: dict, budget: int, fraction: float = ENERGY) -> Allocation:
     """Each block's weight: the energy ranks of the first-step update (`lora_sb.estimate_update`:
     module name -> matrix)."""
-    from .targets import block_index
+    from gelora.models.targets import block_index
 
     weights = spectrum_weights(update, {n: block_index(n) for n in update}, fraction)
     return from_weights("gradient_spectrum", weights, shapes, budget,

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from .checks import check_real, check_whole
-from .probe import check_profile
-from .targets import module_ranks
+from gelora.core.checks import check_real, check_whole
+from gelora.models.targets import module_ranks
+from gelora.probing.probe import check_profile
 
 ROUNDING = {"ceil": math.ceil, "round": lambda x: int(math.floor(x + 0.5)), "floor": math.floor}
 ADAPTERS = ("lora", "lora_sb")

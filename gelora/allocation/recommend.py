@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .probe import id_profile
-from .ranks import RankAllocation, adapter_params, gelora_ranks, lora_config, uniform_budget, unresolved
-from .targets import block_shapes, default_targets, module_ranks
-from .twonn import TwoNN
+from gelora.allocation.ranks import RankAllocation, adapter_params, gelora_ranks, lora_config, uniform_budget, unresolved
+from gelora.geometry.twonn import TwoNN
+from gelora.models.targets import block_shapes, default_targets, module_ranks
+from gelora.probing.probe import id_profile
 
 
 def read_texts(source: str, n: int | None = None, seed: int = 0, text_column: str = "text") -> list[str]:
@@ -40,7 +40,7 @@ def read_texts(source: str, n: int | None = None, seed: int = 0, text_column: st
 
             texts = [texts[i] for i in np.sort(np.random.default_rng(seed).choice(len(texts), n, replace=False))]
         return texts
-    from .data import load_dataset
+    from gelora.data.tasks import load_dataset
 
     return load_dataset(source, "train", text_column=text_column, label_column=None).subset(n, seed=seed).texts
 
@@ -71,7 +71,7 @@ def recommend_ranks(model, texts, budget: int | None = None, rank: int | None = 
                     progress: bool = False) -> Recommendation:
     """GeLoRA ranks for `model` (a loaded model with `tokenizer`, or a name/folder) at `budget`
     trainable adapter parameters, or at the budget of uniform LoRA of `rank`."""
-    from .checks import check_real, check_whole
+    from gelora.core.checks import check_real, check_whole
 
     start = time.perf_counter()
     if (budget is None) == (rank is None):
@@ -86,7 +86,7 @@ def recommend_ranks(model, texts, budget: int | None = None, rank: int | None = 
     if target_modules is not None and (isinstance(target_modules, str) or not list(target_modules)):
         raise ValueError(f"target_modules must be a non-empty list of module names or None, got {target_modules!r}")
     if isinstance(model, str):
-        from .models import load_model
+        from gelora.models.loading import load_model
 
         model, tokenizer = load_model(model, "features", seed=seed)
     elif tokenizer is None:
@@ -114,6 +114,6 @@ def recommend_ranks(model, texts, budget: int | None = None, rank: int | None = 
 def _task_type_of(model) -> str:
     """The PEFT task type of the model a user will fine-tune: causal LM for decoders, sequence
     classification for encoders (PEFT then trains the new head)."""
-    from .models import _is_decoder
+    from gelora.models.loading import _is_decoder
 
     return "CAUSAL_LM" if _is_decoder(model.config) else "SEQ_CLS"

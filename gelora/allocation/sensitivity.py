@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .probe import hidden_states, profile_from_states
-from .ranks import gelora_ranks
-from .twonn import TwoNN
+from gelora.allocation.ranks import gelora_ranks
+from gelora.geometry.twonn import TwoNN
+from gelora.probing.probe import hidden_states, profile_from_states
 
 
 def rank_sensitivity(model, tokenizer, data, shapes, budget: int, n_examples: int, sizes=(), pooling: str = "mean",

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .spectra import update_ranks
+from gelora.models.spectra import update_ranks
 
 NEEDS = ("energy_rank_90", "energy_rank_99", "stable_rank")  # measures of the rank an update used
 
@@ -80,8 +80,8 @@ def trained_needs(records: list[dict], scores: dict[str, dict[int, pd.Series]]) 
     difference to the block's best-on-validation rank with its 95 % interval, and the block's
     `need` (smallest rank not resolved worse than that best; `need_at_top`: the need is the largest
     rank tried, so the true need may be larger)."""
-    from .results import paired_arrays
-    from .stats import paired_interval
+    from gelora.analysis.results import paired_arrays
+    from gelora.analysis.stats import paired_interval
 
     rows = []
     for r in records:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import methods
-from .targets import block_index
+from gelora.methods import registry as methods
+from gelora.models.targets import block_index
 
 
 def load_records(results_dir: str | os.PathLike, run_ids=None) -> list[dict]:
@@ -162,7 +162,7 @@ def paired_scores(records: list[dict], results_dir: str | os.PathLike) -> dict[s
     """Per method and seed, the per-example test scores of its prediction sidecar (checked
     against the sha256 in the record, and against the record's own metric where that is the mean
     score), indexed by (split, example position, label), so that only the same examples pair."""
-    from .data import file_sha256
+    from gelora.data.tasks import file_sha256
 
     out: dict = {}
     for r in records:
@@ -214,7 +214,7 @@ def claims_table(records: list[dict], results_dir: str | os.PathLike, confidence
     have and the test examples both scored, its `stats.paired_interval`, the verdict, the smallest
     difference these seeds and examples detect (80 % power), the seeds a 1-point difference would
     need, and the seeds one method has and the other lacks (left out, named)."""
-    from .stats import paired_interval
+    from gelora.analysis.stats import paired_interval
 
     scores = paired_scores(records, results_dir)
     rows = []

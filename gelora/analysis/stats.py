@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from .checks import check_real, check_whole
+from gelora.core.checks import check_real, check_whole
 
 VERDICTS = ("better", "worse", "not resolved")
 MIN_EXAMPLES = 5  # fewer paired examples give no interval worth stating (the t quantile handles small samples above it)

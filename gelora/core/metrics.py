@@ -23,7 +23,7 @@ def task_metrics(task: str, predictions: np.ndarray, labels: np.ndarray, num_lab
             "mcc": float(matthews_corrcoef(labels, pred))}
 
 
-# generation: exact match of the greedy answer (gelora.generate), scored once training ends; the
+# generation: exact match of the greedy answer (gelora.training.generate), scored once training ends; the
 # evaluations during training report the response tokens predicted right (accuracy), which is cheap
 PRIMARY = {"classification": "accuracy", "regression": "pearson", "generation": "exact_match"}
 

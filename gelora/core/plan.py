@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
-from .checks import check_real, check_whole
+from gelora.core.checks import check_real, check_whole
 
 
 def world_size() -> int:

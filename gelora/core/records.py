@@ -15,7 +15,7 @@ import psutil
 import torch
 import transformers
 
-from . import __version__
+from gelora import __version__
 
 
 class PeakMemory:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .checks import check_whole
-from .data import load_dataset
+from gelora.core.checks import check_whole
+from gelora.data.tasks import load_dataset
 
 TASKS = ("sst2", "pairs")
 

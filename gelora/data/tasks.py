@@ -33,7 +33,7 @@ ALIASES = {"movie-rating": ("movie-sentiment", "rating", "regression")}
 
 def data_dir() -> Path:
     """The folder holding the shipped datasets (override with GELORA_DATA_DIR)."""
-    path = Path(os.environ.get("GELORA_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
+    path = Path(os.environ.get("GELORA_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
     if not (path / "manifest.json").exists():
         raise FileNotFoundError(
             f"no shipped data at {path} (manifest.json missing): run from a clone of the "

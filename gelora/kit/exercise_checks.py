@@ -3,7 +3,7 @@
 An exercise reruns one notebook with a changed parameter; its answer is a claim about how the
 outputs move. Each function here reads the exercise's folder and the unchanged run's folder,
 measures that movement and says whether the claim holds, so SOLUTIONS.md states measured numbers
-(`python -m gelora.exercises --measure`) and a wrong answer fails a test instead of misleading a
+(`python -m gelora exercises --measure`) and a wrong answer fails a test instead of misleading a
 class.
 """
 from __future__ import annotations

@@ -2,10 +2,10 @@
 and a question. The Exercises section of every notebook and notebooks/SOLUTIONS.md are rendered
 from it, so the questions, the commands and the answers never drift apart.
 
-    python -m gelora.exercises            # fail if a notebook or SOLUTIONS.md is out of date
-    python -m gelora.exercises --write    # rewrite them from the YAML file
-    python -m gelora.exercises --measure  # run every exercise on the class profile, check its answer
-                                          # (gelora.exercise_checks), record the numbers, rewrite
+    python -m gelora exercises            # fail if a notebook or SOLUTIONS.md is out of date
+    python -m gelora exercises --write    # rewrite them from the YAML file
+    python -m gelora exercises --measure  # run every exercise on the class profile, check its answer
+                                          # (gelora.kit.exercise_checks), record the numbers, rewrite
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from .exercise_checks import CHECKS
-from .pipeline import executed_status, load_profile, notebooks, repo_root, resolve
+from gelora.kit.exercise_checks import CHECKS
+from gelora.kit.pipeline import executed_status, load_profile, notebooks, repo_root, resolve
 
-PROG = "python -m gelora.exercises"  # `gelora exercises` sets its own name in help and errors
+PROG = "python -m gelora.kit.exercises"  # `gelora exercises` sets its own name in help and errors
 MARKER = "## Exercises"
 MEASURED = "notebooks/exercise_checks.json"  # every exercise's check, measured on the class profile
 
@@ -39,7 +39,7 @@ def load() -> dict[str, list[dict]]:
             if set(item) != {"id", "params", "question", "answer"} or not item["params"]:
                 raise ValueError(f"{path}: exercise {item.get('id')!r} of {stem} needs id, params, question, answer")
             if item["id"] not in CHECKS:
-                raise ValueError(f"{path}: exercise {item['id']!r} has no check in gelora.exercise_checks.CHECKS")
+                raise ValueError(f"{path}: exercise {item['id']!r} has no check in gelora.kit.exercise_checks.CHECKS")
     return data
 
 
@@ -59,7 +59,7 @@ def measure(profile: str = "class", ids: list[str] | None = None, log=print) -> 
     baseline = resolve(load_profile(profile)["common"]["run_dir"])
     if any(executed_status(baseline / "executed" / p.name) != "completed" for p in notebooks()):
         log(f"the {profile} profile's run first ({baseline})")
-        subprocess.run([sys.executable, "-m", "gelora.pipeline", "--profile", profile, "--no-progress"], cwd=root,
+        subprocess.run([sys.executable, "-m", "gelora.kit.pipeline", "--profile", profile, "--no-progress"], cwd=root,
                        check=True)
     record = measured() if ids else {}
     results = dict(record.get("exercises", {})) if record.get("profile") == profile else {}
@@ -88,7 +88,7 @@ def command(stem: str, exercise: dict, profile: str = "class", folder: str | Non
     run or the reference figures); notebook 05, which draws a finished run, reads the profile's run
     folder (or `finished_run`); notebook 06 reads the committed study."""
     folder = folder or f"runs/exercises/{exercise['id']}"
-    args = ["python", "-m", "gelora.pipeline", "--profile", profile, "--only", stem[:2]]
+    args = ["python", "-m", "gelora", "run", "--profile", profile, "--only", stem[:2]]
     if stem[:2] == "05":
         args += ["--run-dir", finished_run] if finished_run else []
     elif stem[:2] != "06":  # 06 reads the committed study, not a run folder
@@ -115,9 +115,9 @@ def solutions(data: dict[str, list[dict]], record: dict | None = None) -> str:
     checks = record.get("exercises", {})
     lines = ["# Solutions to the notebooks' exercises", "",
              "Generated from `notebooks/exercises.yaml` and the measurements in `notebooks/exercise_checks.json` "
-             f"(`python -m gelora.exercises --measure` ran every exercise on the `{record.get('profile', 'class')}` "
+             f"(`python -m gelora exercises --measure` ran every exercise on the `{record.get('profile', 'class')}` "
              f"profile on {record.get('measured', '(not yet measured)')} and checked each answer with "
-             "`gelora.exercise_checks`; the test suite asserts every check). Your numbers differ on another profile; "
+             "`gelora.kit.exercise_checks`; the test suite asserts every check). Your numbers differ on another profile; "
              "the check says what should still hold.", ""]
     for stem, items in data.items():
         lines += [f"## {stem}", ""]
@@ -126,11 +126,11 @@ def solutions(data: dict[str, list[dict]], record: dict | None = None) -> str:
             check = checks.get(item["id"])
             lines += ([f"*Measured* (in {check['seconds']} s): {check['observed']}.", "",
                        f"*Check:* {check['claim']}: **{'holds' if check['holds'] else 'does not hold'}**.", ""]
-                      if check else ["*Measured:* not yet (`python -m gelora.exercises --measure`).", ""])
+                      if check else ["*Measured:* not yet (`python -m gelora exercises --measure`).", ""])
     return "\n".join(lines).rstrip() + "\n"
 
 
-GUIDE_START, GUIDE_END = "<!-- exercises:start (python -m gelora.exercises --write) -->", "<!-- exercises:end -->"
+GUIDE_START, GUIDE_END = "<!-- exercises:start (python -m gelora exercises --write) -->", "<!-- exercises:end -->"
 
 
 def guide_table(data: dict[str, list[dict]], record: dict) -> str:
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
         return 1 if failed else 0
     stale = out_of_date(write=args.write)
     if stale and not args.write:
-        print(f"out of date with notebooks/exercises.yaml: {stale}; run python -m gelora.exercises --write",
+        print(f"out of date with notebooks/exercises.yaml: {stale}; run python -m gelora exercises --write",
               file=sys.stderr)
         return 1
     print(f"rewrote {stale}" if stale else "exercises up to date")

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import transformers
 
-from . import plots
-from .data import load_dataset
-from .models import load_model
-from .pipeline import resolve, shown
-from .probe import load_profile, probe_dataset, save_profile
-from .ranks import uniform_budget
-from .targets import block_shapes, default_targets
-from .twonn import TwoNN
+from gelora.allocation.ranks import uniform_budget
+from gelora.data.tasks import load_dataset
+from gelora.geometry.twonn import TwoNN
+from gelora.kit import plots
+from gelora.kit.pipeline import resolve, shown
+from gelora.models.loading import load_model
+from gelora.models.targets import block_shapes, default_targets
+from gelora.probing.probe import load_profile, probe_dataset, save_profile
 
 
 def say(text: str) -> None:

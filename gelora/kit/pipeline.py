@@ -1,8 +1,8 @@
 """Run the numbered notebooks (01 to 06) in order through papermill, with a named profile.
 
-    python -m gelora.pipeline --profile cpu            # the README's main command
-    python -m gelora.pipeline --profile smoke -p seed=1 -p 04_fine_tuning.epochs=2
-    python -m gelora.pipeline --profile my_profile.yaml --only 04,05
+    python -m gelora run --profile cpu            # the README's main command
+    python -m gelora run --profile smoke -p seed=1 -p 04_fine_tuning.epochs=2
+    python -m gelora run --profile my_profile.yaml --only 04,05
 
 A profile is a small YAML file (gelora/profiles/*.yaml; copy one to make your own): `common`
 parameters go to every notebook that declares them, `notebooks.<name>` to one notebook. Every
@@ -21,14 +21,14 @@ from pathlib import Path
 
 import yaml
 
-PROG = "python -m gelora.pipeline"  # `gelora run` sets its own name in help and errors
-PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+PROG = "python -m gelora.kit.pipeline"  # `gelora run` sets its own name in help and errors
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
 TYPE_CHECKS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
 
 
 def repo_root() -> Path:
     """The checkout holding notebooks/ and data/ (paths in profiles are relative to it)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / "notebooks").is_dir():
         raise FileNotFoundError(f"no notebooks/ beside the package at {root}: run from a clone of the repository")
     return root
@@ -235,7 +235,7 @@ def plan(profile: dict, overrides: list[str] = (), only: list[str] | None = None
 def with_kit_columns(chosen: dict, columns: dict, log=print) -> None:
     """Point every notebook's local `dataset` at a copy whose columns carry the kit's names (`text`,
     `label`), written once into the run folder (<run_dir>/data/): the notebooks read those names."""
-    from .data import TABLE_SUFFIXES, read_table
+    from gelora.data.tasks import TABLE_SUFFIXES, read_table
 
     copies: dict = {}
     for params in chosen.values():
@@ -269,7 +269,7 @@ def fit_sizes(chosen: dict, declared: dict, profile_dataset: str | None, given: 
     """With `-p dataset=...` (another dataset than the profile's), a size the profile or the
     notebook set (not one given with -p) that exceeds its split becomes the whole split, with a
     line saying so; a size given with -p is left for the notebook to refuse."""
-    from .data import load_dataset
+    from gelora.data.tasks import load_dataset
 
     sizes: dict = {}
     for stem, params in chosen.items():

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from . import methods
+from gelora.methods import registry as methods
 
 
 def set_style() -> None:
@@ -135,7 +135,7 @@ def profile_and_ranks(profile: pd.DataFrame, bounds, allocations: dict[str, list
 
 def rank_intervals(table: pd.DataFrame, title: str = "GeLoRA bound and rank with 95% bootstrap intervals"):
     """Left: each block's bound with its interval; right: the budgeted rank with its interval
-    (from `gelora.rank_uncertainty.allocation_intervals`). Error bars: 2.5 and 97.5 percentiles."""
+    (from `gelora.probing.rank_uncertainty.allocation_intervals`). Error bars: 2.5 and 97.5 percentiles."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.0))
     colour = methods.colours().get("gelora", "C0")
     for ax, column, label in ((left, "bound", "bound $\\max(d_{k+1} - d_k, 0)$"), (right, "rank", "GeLoRA rank")):

@@ -23,10 +23,8 @@ from peft import AdaLoraConfig, EvaConfig, LoraConfig, LoraGAConfig, get_peft_mo
 from peft.tuners.lora.loraga import preprocess_loraga
 from transformers import TrainerCallback
 
-from .data import seeded_loader
-from .lora_sb import apply_lora_sb, estimate_update
-from .probe import id_profile, load_profile
-from .ranks import (
+from gelora.adapters.lora_sb import apply_lora_sb, estimate_update
+from gelora.allocation.ranks import (
     adalora_params,
     check_ranks,
     gelora_ranks,
@@ -37,8 +35,10 @@ from .ranks import (
     realised_ranks,
     unresolved,
 )
-from .spectra import snapshot, update_spectra
-from .targets import block_shapes, default_targets, find_targets, uniform_module_ranks
+from gelora.data.tasks import seeded_loader
+from gelora.models.spectra import snapshot, update_spectra
+from gelora.models.targets import block_shapes, default_targets, find_targets, uniform_module_ranks
+from gelora.probing.probe import id_profile, load_profile
 
 FAMILIES = ("full", "lora", "lora_xs")  # every weight; B A factors; B R A with only R trained
 

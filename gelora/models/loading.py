@@ -14,7 +14,7 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from .checks import check_whole
+from gelora.core.checks import check_whole
 
 TASKS = ("classification", "regression", "generation", "features")
 BUILTIN = ("minilm", "tiny-bert", "tiny-deberta", "tiny-llama")
@@ -63,7 +63,7 @@ _VERIFIED: dict = {}
 def _cache_damage(folder: Path) -> str | None:
     """What is wrong with a cached model folder (None: every file is there with the sha256 its
     manifest gives; checked once per process and file state)."""
-    from .data import file_sha256
+    from gelora.data.tasks import file_sha256
 
     manifest_path = folder / CACHE_MANIFEST
     try:
@@ -91,7 +91,7 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None) -> Path:
     import shutil
     import tempfile
 
-    from .data import file_sha256
+    from gelora.data.tasks import file_sha256
 
     gguf = smollm2_gguf()
     folder = model_cache_dir(cache_dir) / f"smollm2-{file_sha256(gguf)[:16]}"

@@ -65,7 +65,7 @@ def update_spectra(modules: dict, start: dict[str, torch.Tensor], digits: int = 
 
 def update_ranks(spectra: dict[str, list[float]], fractions=(0.9, 0.99)) -> list[dict]:
     """Per matrix of `update_spectra`: its energy ranks at `fractions` and its stable rank."""
-    from .targets import block_index
+    from gelora.models.targets import block_index
 
     return [{"module": name, "block": block_index(name), "rows": len(values),
              **{f"energy_rank_{round(f * 100)}": energy_rank(values, f) for f in fractions},

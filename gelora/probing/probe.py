@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .checks import check_whole
-from .records import atomic_write
-from .twonn import TwoNN
+from gelora.core.checks import check_whole
+from gelora.core.records import atomic_write
+from gelora.geometry.twonn import TwoNN
 
 POOLINGS = ("cls", "mean", "last", "tokens")
 PROFILE_COLUMNS = ["layer", "dimension", "std_error", "ci_low", "ci_high", "n_points", "n_distinct",
@@ -268,8 +268,8 @@ def probe_dataset(model_name: str, dataset: str, n_examples: int, pooling: str =
                   seed: int = 0, estimator: TwoNN | None = None, **probe_kwargs) -> pd.DataFrame:
     """The ID profile of a named model on a seeded subset of a dataset's training texts, probing
     the very model that fine-tuning starts from (its classification or regression variant)."""
-    from .data import load_dataset
-    from .models import load_model
+    from gelora.data.tasks import load_dataset
+    from gelora.models.loading import load_model
 
     data = load_dataset(dataset, "train")
     task = data.task if data.task != "generation" else "features"

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .checks import check_real, check_whole
-from .twonn import _as_tensor, fit_mu, two_nearest_neighbors
+from gelora.core.checks import check_real, check_whole
+from gelora.geometry.twonn import _as_tensor, fit_mu, two_nearest_neighbors
 
 
 def neighbour_ratios(states: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

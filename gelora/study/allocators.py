@@ -1,9 +1,9 @@
-"""The control comparison of the study: every rank allocator (`gelora.allocators`) as a LoRA run
-at the comparison's budget, its rate chosen by the same protocol (`gelora.study_rates`), then paired
+"""The control comparison of the study: every rank allocator (`gelora.allocation.allocators`) as a LoRA run
+at the comparison's budget, its rate chosen by the same protocol (`gelora.study.rates`), then paired
 with uniform LoRA and set against the spread of random allocations.
 
-    python -m gelora.study --allocators trec6 --plan             # the allocations and what is left
-    python -m gelora.study --allocators trec6 --points alloc:inverted_gelora --jobs 2
+    python -m gelora study --allocators trec6 --plan             # the allocations and what is left
+    python -m gelora study --allocators trec6 --points alloc:inverted_gelora --jobs 2
 
 Each allocation is a point of a track labelled `alloc:<name>`: LoRA with `block_ranks` at the
 study's settings, no budget (the ranks spend it), runs in allocators/results and allocators/rates
@@ -30,13 +30,13 @@ def allocations(folder: Path, draws: int = RANDOM_DRAWS) -> dict:
     the comparison's LoRA."""
     import transformers
 
-    from . import allocators
-    from .data import load_dataset, seeded_loader, tokenize
-    from .lora_sb import estimate_update
-    from .models import load_model
-    from .probe import load_profile
-    from .study_rates import base_configs
-    from .targets import block_index, block_shapes
+    from gelora.adapters.lora_sb import estimate_update
+    from gelora.allocation import allocators
+    from gelora.data.tasks import load_dataset, seeded_loader, tokenize
+    from gelora.models.loading import load_model
+    from gelora.models.targets import block_index, block_shapes
+    from gelora.probing.probe import load_profile
+    from gelora.study.rates import base_configs
 
     transformers.utils.logging.disable_progress_bar()  # the weight-loading bar
     bases = base_configs(folder)
@@ -66,7 +66,7 @@ def allocations(folder: Path, draws: int = RANDOM_DRAWS) -> dict:
 
 
 def _records(folder: Path) -> list:
-    from .results import load_records
+    from gelora.analysis.results import load_records
 
     return load_records(folder / "results")
 
@@ -74,7 +74,7 @@ def _records(folder: Path) -> list:
 def allocation_track(folder: Path, names=None, draws: int = RANDOM_DRAWS, found: dict | None = None):
     """The allocations as a track of the rate protocol (label `alloc:<name>`), anchored at the
     comparison's chosen LoRA rate (`found`: the task's `allocations`, when already computed)."""
-    from .study_rates import Track, base_configs, choices
+    from gelora.study.rates import Track, base_configs, choices
 
     lora = base_configs(folder)["lora"]
     choice = choices(folder)["lora"][0]
@@ -102,9 +102,9 @@ def allocator_table(folder: Path, seeds=(0, 1, 2, 3, 4)) -> pd.DataFrame:
     """Every settled allocation against uniform LoRA (paired over seeds and test examples) and
     against the random draws: 'better than chance' when its test mean lies above every random
     draw's (how many draws is in the table)."""
-    from .results import load_records, paired_arrays, paired_scores
-    from .stats import paired_interval
-    from .study_rates import choices, comparison_configs
+    from gelora.analysis.results import load_records, paired_arrays, paired_scores
+    from gelora.analysis.stats import paired_interval
+    from gelora.study.rates import choices, comparison_configs
 
     found = allocations(folder)
     track = allocation_track(folder, found=found)
@@ -169,7 +169,7 @@ def allocator_sentence(task: str, table: pd.DataFrame) -> str:
     if trained:
         words += "Trained allocators against uniform: " + "; ".join(f"{a} {said(a)}" for a in trained) + ". "
     if not draws:
-        return words + (f"No random allocation has been trained yet (`python -m gelora.study --allocators {task}`), so "
+        return words + (f"No random allocation has been trained yet (`python -m gelora study --allocators {task}`), so "
                         "nothing here can be called better than chance: against uniform alone, geometry cannot be told "
                         "from any other non-uniform allocation.")
     above = [a for a in rows.index if not a.startswith("random_") and bool(rows.loc[a, "better_than_chance"])]

@@ -1,15 +1,15 @@
 """The fine-tuning grid of notebook 04 (methods x seeds at one budget), as configs and as
 independent command lines.
 
-    python -m gelora.grid --profile gpu                          # one `python -m gelora.train ...` per run
-    python -m gelora.grid --profile gpu --launcher accelerate    # `accelerate launch -m gelora.train ...`
-    python -m gelora.grid --profile cpu --missing | xargs -d '\n' -n 1 -P 2 sh -c
-    python -m gelora.grid --profile study --sweep --jobs 2      # run the sweep's jobs here, 2 at a time
-    python -m gelora.grid --profile gpu --executor slurm --partition gpu --gpus-per-job 1 --time-min 120
-    python -m gelora.grid --profile smoke --executor local --jobs 2   # submitit's local executor
+    python -m gelora grid --profile gpu                          # one `python -m gelora train ...` per run
+    python -m gelora grid --profile gpu --launcher accelerate    # `accelerate launch -m gelora.training.train ...`
+    python -m gelora grid --profile cpu --missing | xargs -d '\n' -n 1 -P 2 sh -c
+    python -m gelora grid --profile study --sweep --jobs 2      # run the sweep's jobs here, 2 at a time
+    python -m gelora grid --profile gpu --executor slurm --partition gpu --gpus-per-job 1 --time-min 120
+    python -m gelora grid --profile smoke --executor local --jobs 2   # submitit's local executor
 
 Each printed line is a standalone job for a SLURM job array, `xargs -P`, or one process per GPU;
-`--executor` submits the missing runs through submitit instead (gelora.cluster): a SLURM job array
+`--executor` submits the missing runs through submitit instead (gelora.training.cluster): a SLURM job array
 or its local executor, finished runs skipped, failures reported with their log. Both build exactly
 the configs notebook 04 builds (the same function makes them), so once the jobs have finished,
 notebook 04 reads every record back and trains nothing.
@@ -27,11 +27,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import methods as registry
-from .checks import check_whole
-from .config import FinetuneConfig, validate
+from gelora.core.checks import check_whole
+from gelora.methods import registry as registry
+from gelora.training.config import FinetuneConfig, validate
 
-PROG = "python -m gelora.grid"  # `gelora grid` sets its own name in help and errors
+PROG = "python -m gelora.study.grid"  # `gelora grid` sets its own name in help and errors
 LAUNCHERS = ("python", "torchrun", "accelerate")
 NOTEBOOK = "04_fine_tuning"
 
@@ -66,7 +66,7 @@ def run_grid(method_names, seeds, budget: int | None = None, lrs: dict | None = 
     """Every method x seed with the same settings (FinetuneConfig fields): full fine-tuning
     without a budget, every adapter at `budget`, `lrs` overriding the registry's learning rates.
     Finished runs are read back. Returns the records (without the model objects), in order."""
-    from .train import run_configs
+    from gelora.training.train import run_configs
 
     return run_configs(grid_configs(method_names, seeds, budget, lrs, **settings), log)
 
@@ -80,12 +80,12 @@ def notebook_grid(model: str, dataset: str, methods: list, seeds: list, referenc
     call it): the ID profile is read or computed first for the GeLoRA methods, the budget is
     `budget` or uniform LoRA at `reference_rank`; `processes` > 1: the runs are trained by
     multi-process jobs (their records are collected, never retrained in one process).
-    lr_factors: the learning-rate sweep (`gelora.sweep`, on `sweep_n_train` training examples)
+    lr_factors: the learning-rate sweep (`gelora.training.sweep`, on `sweep_n_train` training examples)
     runs first (finished sweep runs are read back), its table goes to <run_dir>/lr_sweep.csv and
     every method trains at its best rate (rates given in `lrs` are kept). sweep_only: return the
     sweep's configs instead, untrained (to run them as independent jobs). Returns (configs, budget)."""
-    from .notebook import budget_for, profile_for, task_model
-    from .pipeline import resolve
+    from gelora.kit.notebook import budget_for, profile_for, task_model
+    from gelora.kit.pipeline import resolve
 
     run = resolve(run_dir)
     profile = None
@@ -101,11 +101,11 @@ def notebook_grid(model: str, dataset: str, methods: list, seeds: list, referenc
                            processes=None if processes == 1 else processes,
                            output_dir=str(run / "results"), cache_dir=str(run / "cache"), progress=False)
     if sweep_only:
-        from .sweep import sweep_configs
+        from gelora.training.sweep import sweep_configs
 
         return (sweep_configs(configs, lr_factors, str(run / "lr_sweep"), sweep_n_train) if lr_factors else []), budget_used
     if lr_factors:
-        from .sweep import best_lrs, lr_sweep, with_lrs
+        from gelora.training.sweep import best_lrs, lr_sweep, with_lrs
 
         sweep = lr_sweep(configs, lr_factors, str(run / "lr_sweep"), log=log, n_train=sweep_n_train)
         sweep.to_csv(run / "lr_sweep.csv", index=False)
@@ -116,7 +116,7 @@ def notebook_grid(model: str, dataset: str, methods: list, seeds: list, referenc
 def profile_parameters(profile: str, overrides=(), run_dir: str | None = None) -> dict:
     """Notebook 04's parameters under a pipeline profile: its defaults, then the profile, then
     the overrides (the same merge the pipeline does)."""
-    from .pipeline import declared_parameters, load_profile, notebooks, plan
+    from gelora.kit.pipeline import declared_parameters, load_profile, notebooks, plan
 
     path = next(p for p in notebooks() if p.stem == NOTEBOOK)
     params = {name: ast.literal_eval(spec["default"]) for name, spec in declared_parameters(path).items()}
@@ -128,7 +128,7 @@ def profile_parameters(profile: str, overrides=(), run_dir: str | None = None) -
 
 
 def command_line(config: FinetuneConfig, launcher: str = "python") -> str:
-    """A shell line that runs this config with `python -m gelora.train` (only the settings that
+    """A shell line that runs this config with `python -m gelora train` (only the settings that
     differ from the defaults are written), under torchrun or accelerate with `config.processes`
     processes when asked."""
     if launcher not in LAUNCHERS:
@@ -153,11 +153,11 @@ def command_line(config: FinetuneConfig, launcher: str = "python") -> str:
     prefix = {"python": [sys.executable, "-m"],
               "torchrun": ["torchrun", f"--nproc-per-node={processes}", "-m"],
               "accelerate": ["accelerate", "launch", f"--num_processes={processes}", "-m"]}[launcher]
-    return shlex.join([*prefix, "gelora.train", *args])
+    return shlex.join([*prefix, "gelora.training.train", *args])
 
 
 def run_jobs(configs: list[FinetuneConfig], jobs: int, log_dir: Path, log=print) -> int:
-    """Train the configs as `python -m gelora.train` processes, `jobs` at a time, each with an
+    """Train the configs as `python -m gelora train` processes, `jobs` at a time, each with an
     equal share of the CPU threads (on a small CPU, two one-thread runs side by side finish
     sooner than two two-thread runs in turn). Each job's output goes to <log_dir>/<run_id>.log.
     Returns the number of failed jobs (named in the log)."""
@@ -185,7 +185,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
     parser.add_argument("--profile", default="cpu", help="pipeline profile (smoke, cpu, gpu) or a YAML file")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="[04.]NAME=VALUE",
-                        help="override a notebook-04 parameter, as in gelora.pipeline; repeatable")
+                        help="override a notebook-04 parameter, as in gelora.kit.pipeline; repeatable")
     parser.add_argument("--run-dir", default=None, help="results folder (default: the profile's run_dir)")
     parser.add_argument("--launcher", default="python", choices=LAUNCHERS, help="how each job starts")
     parser.add_argument("--processes", type=int, default=1, help="processes per job (with --launcher torchrun or accelerate)")
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
         if args.executor is not None:
             return _submit(args, params, [c for c in configs if not (Path(c.output_dir) / f"{c.run_id}.json").exists()])
         if args.jobs is not None:  # seed by seed: a study stopped early still has every method at its first seeds
-            from .pipeline import resolve
+            from gelora.kit.pipeline import resolve
 
             configs = sorted(configs, key=lambda c: c.seed)
             failed = run_jobs(configs, args.jobs, resolve(params["run_dir"]) / "logs")
@@ -242,8 +242,8 @@ def main(argv=None) -> int:
 
 def _submit(args, params: dict, configs: list) -> int:
     """--executor: the missing runs through submitit; one line per outcome, exit 1 if any failed."""
-    from .cluster import make_executor, submit
-    from .pipeline import resolve
+    from gelora.kit.pipeline import resolve
+    from gelora.training.cluster import make_executor, submit
 
     if args.launcher != "python" or args.processes != 1:
         raise ValueError("--executor runs one process per job: leave out --launcher and --processes "

@@ -1,4 +1,4 @@
-"""The study's learning rates under the protocol of `gelora.tuning`, task by task.
+"""The study's learning rates under the protocol of `gelora.training.tuning`, task by task.
 
 Every full-length run of a task lives in one of two folders: `rates/` (the runs that choose the
 rates: each candidate rate x the selection seeds) and `results/` (the comparison: every method at
@@ -7,7 +7,7 @@ name is its identity), so a selection run at the chosen rate is reused by the co
 record and predictions copied, never retrained) and a comparison run at a rate no longer chosen
 moves to `rates/`, where it still draws the method's curve.
 
-    python -m gelora.study --tune trec6 --jobs 2     # train until every rate is settled, then the seeds
+    python -m gelora study --tune trec6 --jobs 2     # train until every rate is settled, then the seeds
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import methods as registry
-from .results import load_records
-from .tuning import SELECTION_SEEDS, RateChoice, choose, plateau_gain
+from gelora.analysis.results import load_records
+from gelora.methods import registry as registry
+from gelora.training.tuning import SELECTION_SEEDS, RateChoice, choose, plateau_gain
 
 RATES_DIR = "rates"
 # the order runs are queued in: the methods the claims compare first
@@ -47,7 +47,7 @@ def _track(where) -> Track:
 def base_configs(where) -> dict:
     """Per point: its base config (every setting but the rate and the seed). The comparison's:
     per method, the config of its record with the lowest seed."""
-    from .config import FinetuneConfig
+    from gelora.training.config import FinetuneConfig
 
     track = _track(where)
     if track.points:

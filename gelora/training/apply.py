@@ -2,15 +2,15 @@
 
     model, info = adapt("lora_sb", model, tokenizer, train_data, rank=8, steps=200)
 
-The same builder as `gelora.train.finetune`, settings as FinetuneConfig fields (rank, budget,
+The same builder as `gelora.training.train.finetune`, settings as FinetuneConfig fields (rank, budget,
 target_modules, sb_num_samples, ...). It lives above `config` and `methods` (both of which it
 uses), so neither imports the other back.
 """
 from __future__ import annotations
 
-from .config import FinetuneConfig, validate
-from .data import prompt_format, tokenize
-from .methods import BuildContext, build, get_method
+from gelora.data.tasks import prompt_format, tokenize
+from gelora.methods.registry import BuildContext, build, get_method
+from gelora.training.config import FinetuneConfig, validate
 
 
 def adapt(name: str, model, tokenizer, train, steps: int = 100, lr: float | None = None, device: str = "cpu",

@@ -1,6 +1,6 @@
 """A grid's missing runs through submitit: one SLURM job array on a cluster, or submitit's local
 executor on one machine (the field's standard for grids of independent runs; each job trains one
-config with `gelora.train.finetune` and writes its record, so a rerun skips what has finished).
+config with `gelora.training.train.finetune` and writes its record, so a rerun skips what has finished).
 
     gelora grid --profile gpu --missing --executor slurm --partition gpu --time-min 120 --gpus-per-job 1
     gelora grid --profile smoke --missing --executor local --jobs 2
@@ -30,7 +30,7 @@ def train_config(config, threads: int | None = None) -> str:
     """One job: train (or read back) `config` and return its run id (runs in the job's process)."""
     import torch
 
-    from .train import finetune
+    from gelora.training.train import finetune
 
     if threads:
         torch.set_num_threads(threads)
@@ -44,7 +44,7 @@ def make_executor(kind: str, folder: str | os.PathLike, *, partition: str | None
     """A submitit executor for `kind` (local | slurm) with the job's resources."""
     import submitit
 
-    from .checks import check_whole
+    from gelora.core.checks import check_whole
 
     if kind not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
@@ -68,7 +68,7 @@ def submit(configs: list, executor, kind: str, jobs: int = 1, wait: bool = True,
     """Submit every config as one job (a SLURM array; locally `jobs` at a time, each with an equal
     share of the CPU threads) and, when `wait`, collect the outcome. Output folders are made
     absolute first: a job may start in another directory."""
-    from .checks import check_whole
+    from gelora.core.checks import check_whole
 
     check_whole("jobs", jobs, 1)
     configs = [dataclasses.replace(c, output_dir=str(Path(c.output_dir).resolve()), progress=False) for c in configs]

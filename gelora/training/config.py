@@ -1,7 +1,7 @@
 """Every setting of a fine-tuning run, its help text, its checks and the run's identity.
 
 Each field carries a one-line help and a group (data, model, method, optimisation, output), shown
-by `python -m gelora.train --help`. The identity of a run is every setting that decides its
+by `python -m gelora train --help`. The identity of a run is every setting that decides its
 numbers; a record is named by a hash of it.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .checks import check_real, check_whole
-from .methods import get_method
-from .plan import world_size
+from gelora.core.checks import check_real, check_whole
+from gelora.core.plan import world_size
+from gelora.methods.registry import get_method
 
 GROUPS = ("data", "model", "method", "optimisation", "output")
 # Settings that do not change the numbers, left out of the run's identity.
@@ -45,7 +45,7 @@ def setting(default, group: str, help: str):
 class FinetuneConfig:
     """Every setting of a run; all of it is written to the result record."""
 
-    method: str = setting(None, "method", "the method (see gelora.methods.names()); required")
+    method: str = setting(None, "method", "the method (see gelora.methods.registry.names()); required")
     dataset: str = setting("movie-sentiment", "data", "shipped dataset, local .csv/.jsonl file or folder, or hf:glue/<task>")
     task: str | None = setting(None, "data", "None: the dataset's own task; 'generation' turns labels into responses")
     text_column: str = setting("text", "data", "text column of your own table (GLUE's names are found when it is 'text')")
@@ -125,7 +125,7 @@ class FinetuneConfig:
         """Everything that decides the run's numbers: the settings, the content of the data files
         (sha256), the ranks a GeLoRA profile allocates, the base model's weights (a fingerprint) and
         the process layout. Two runs with equal identities compute the same thing."""
-        from .identity import content_fingerprints
+        from gelora.training.identity import content_fingerprints
 
         processes = self.processes if self.processes is not None else world_size()
         return {"settings": self.settings(), "content": content_fingerprints(self), "world_size": processes}
@@ -152,7 +152,7 @@ def _default_targets(model: str) -> list[str]:
     if model not in _DEFAULT_TARGETS:
         from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAPPING
 
-        from .models import model_type
+        from gelora.models.loading import model_type
 
         _DEFAULT_TARGETS[model] = list(MAPPING.get(model_type(model), []))
     return _DEFAULT_TARGETS[model]

@@ -13,8 +13,8 @@ import re
 import numpy as np
 import torch
 
-from .checks import check_whole
-from .data import TextDataset, format_prompt
+from gelora.core.checks import check_whole
+from gelora.data.tasks import TextDataset, format_prompt
 
 MARKER = "####"
 

@@ -7,7 +7,7 @@ import hashlib
 import warnings
 from pathlib import Path
 
-from .methods import gelora_allocation, get_method
+from gelora.methods.registry import gelora_allocation, get_method
 
 _HASHES: dict = {}
 _WARNED: set = set()  # unpinned hub models already warned about
@@ -18,7 +18,7 @@ def _file_hash(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHES:
-        from .data import file_sha256
+        from gelora.data.tasks import file_sha256
 
         _HASHES[key] = file_sha256(path)
     return _HASHES[key]
@@ -41,18 +41,18 @@ def model_fingerprint(name: str, seed: int) -> str:
     weights themselves for a model built in-process (they depend on the seed and on the library
     versions), and the name for a hub id: `org/model@commit` pins the weights, a bare id cannot be
     checked offline (a warning says so)."""
-    from .models import BUILTIN, load_model, minilm_path
+    from gelora.models.loading import BUILTIN, load_model, minilm_path
 
     if name == "minilm":
         return "files:" + _folder_hash(minilm_path())
     if name == "smollm2":  # the float32 copy is a function of the packaged file
-        from .models import smollm2_gguf
+        from gelora.models.loading import smollm2_gguf
 
         return "gguf:" + _file_hash(smollm2_gguf())
     if name in BUILTIN:
         key = ("in-process", name, seed)
         if key not in _HASHES:
-            from .probe import fingerprint
+            from gelora.probing.probe import fingerprint
 
             model, _ = load_model(name, "features", seed=seed)
             _HASHES[key] = "weights:" + fingerprint(model, full=True)
@@ -70,7 +70,7 @@ def content_fingerprints(config) -> dict:
     """sha256 of every data file the run reads, the model fingerprint, and for a GeLoRA run given
     an ID profile the ranks that profile decides (not its bytes: a profile recomputed elsewhere
     differs in its last digits and allocates the same ranks, so it reuses the run)."""
-    from .data import data_files
+    from gelora.data.tasks import data_files
 
     data = {}
     for split in ("train", "validation", config.test_split):
@@ -79,7 +79,7 @@ def content_fingerprints(config) -> dict:
     profile = {"ranks": profile_ranks(config)} if uses and Path(config.profile).is_file() else None
     content = {"data": data, "profile": profile, "model": model_fingerprint(config.model, config.seed)}
     if Path(config.dataset).is_file():  # one file divided by a rule: the rule decides what each split holds
-        from .data import FILE_SPLIT
+        from gelora.data.tasks import FILE_SPLIT
 
         content["file_split"] = FILE_SPLIT
     return content
@@ -92,9 +92,9 @@ def profile_ranks(config, dimensions=None) -> list[int]:
     """The per-block ranks a GeLoRA run trains with: its profile (or the given per-layer
     `dimensions`) allocated as the method does (`methods.gelora_allocation`), on the block shapes
     of the base model, which is loaded once per process and model."""
-    from .models import load_model
-    from .probe import load_profile
-    from .targets import block_shapes, default_targets
+    from gelora.models.loading import load_model
+    from gelora.models.targets import block_shapes, default_targets
+    from gelora.probing.probe import load_profile
 
     key = (config.model, config.seed, tuple(config.target_modules or ()))
     if key not in _SHAPES:

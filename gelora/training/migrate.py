@@ -12,7 +12,7 @@ machine differs in its last digits and gives the same ranks). A record is rename
 
 Anything else is reported and left alone. Without --apply nothing is written.
 
-    python -m gelora.migrate results/ [--apply]
+    python -m gelora migrate results/ [--apply]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-PROG = "python -m gelora.migrate"
+PROG = "python -m gelora.training.migrate"
 TEXT_SUFFIXES = (".csv", ".json", ".md", ".txt", ".ipynb")  # files that may name a run
 
 
@@ -37,7 +37,7 @@ class Rename:
 
 
 def _config(record: dict):
-    from .config import FinetuneConfig
+    from gelora.training.config import FinetuneConfig
 
     known = {f.name for f in dataclasses.fields(FinetuneConfig)}
     return FinetuneConfig(**{k: v for k, v in record["config"].items() if k in known})
@@ -46,10 +46,10 @@ def _config(record: dict):
 def plan_record(path: Path) -> Rename | None:
     """The renaming of one record, or None when it is already under today's rule (or not a
     GeLoRA run given a profile). Raises ValueError, naming the record, when a check fails."""
-    from .config import identity_digest
-    from .data import file_sha256
-    from .identity import profile_ranks
-    from .methods import REGISTRY
+    from gelora.data.tasks import file_sha256
+    from gelora.methods.registry import REGISTRY
+    from gelora.training.config import identity_digest
+    from gelora.training.identity import profile_ranks
 
     record = json.loads(path.read_text())
     if not isinstance(record, dict) or "identity" not in record or "run_id" not in record:
@@ -102,7 +102,7 @@ def plan(folders) -> tuple[list[Rename], list[str]]:
 def apply(renames: list[Rename], folders) -> list[Path]:
     """Write each record under its new name (its sidecar files renamed with it), then replace
     every old name in the text files under `folders` (tables, notes). Returns the files changed."""
-    from .records import atomic_write_json
+    from gelora.core.records import atomic_write_json
 
     changed = []
     for rename in renames:

@@ -50,7 +50,7 @@ def save_trained(model, tokenizer, folder: str | os.PathLike, run: dict, initial
     """Write the trained model of `run` (a result record) to `folder` in its users' format."""
     from peft import PeftModel
 
-    from .lora_xs import adapter_layers, save_adapter
+    from gelora.adapters.lora_xs import adapter_layers, save_adapter
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,9 +99,9 @@ def load_trained(folder: str | os.PathLike):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .identity import model_fingerprint
-    from .lora_xs import load_adapter
-    from .models import load_model
+    from gelora.adapters.lora_xs import load_adapter
+    from gelora.models.loading import load_model
+    from gelora.training.identity import model_fingerprint
 
     transformers.utils.logging.disable_progress_bar()  # the weight-loading bar: a command prints one line
     folder = Path(folder)
@@ -149,8 +149,8 @@ def predict(folder: str | os.PathLike, data: str, text_column: str | None = None
     """Score every row of `data` (a CSV/TSV/JSONL file or a .txt file, one text per line) with the
     run saved in `folder` (columns: the run's own unless named). Returns (a table: text, prediction, and the logits or the predicted
     value, plus the label when the file has one; meta with the accuracy or error where labels exist)."""
-    from .data import load_dataset, read_table
-    from .recommend import read_texts
+    from gelora.allocation.recommend import read_texts
+    from gelora.data.tasks import load_dataset, read_table
 
     model, tokenizer, meta = load_trained(folder)
     column = text_column or meta["text_column"]

@@ -14,8 +14,8 @@ import math
 
 import pandas as pd
 
-from . import methods as registry
-from .config import FinetuneConfig, validate
+from gelora.methods import registry as registry
+from gelora.training.config import FinetuneConfig, validate
 
 
 def sweep_configs(configs: list[FinetuneConfig], factors, output_dir: str, n_train: int | None = None) -> list[FinetuneConfig]:
@@ -44,7 +44,7 @@ def sweep_configs(configs: list[FinetuneConfig], factors, output_dir: str, n_tra
 def lr_sweep(configs: list[FinetuneConfig], factors, output_dir: str, log=print, n_train: int | None = None) -> pd.DataFrame:
     """Train (or read back) the runs of `sweep_configs`. Returns one row per (method, lr): factor,
     validation metric (final and best), loss_rose."""
-    from .train import finetune
+    from gelora.training.train import finetune
 
     rows = []
     for run in sweep_configs(configs, factors, output_dir, n_train):

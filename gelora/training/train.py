@@ -1,13 +1,13 @@
 """One fine-tuning entry point for every registered method, on the Hugging Face Trainer.
 
     finetune("lora_sb", model="minilm", dataset="movie-sentiment", budget=73_728, seed=0)
-    python -m gelora.train --method lora_sb --model minilm --dataset movie-sentiment --seed 0
+    python -m gelora train --method lora_sb --model minilm --dataset movie-sentiment --seed 0
 
-The methods are those of `gelora.methods` (full, lora, gelora, adalora, eva, lora_xs, lora_sb,
+The methods are those of `gelora.methods.registry` (full, lora, gelora, adalora, eva, lora_xs, lora_sb,
 gelora_sb, lora_ga, pissa). Give `budget` (trainable adapter parameters, the head excluded) to
 compare at a matched budget, or `rank` for the uniform methods. Every run writes one JSON record
 (atomically); a run whose record exists is reused unless `force=True`, so an interrupted grid
-resumes where it stopped. `run_configs` runs a list of configs (`gelora.grid.run_grid`: methods x seeds).
+resumes where it stopped. `run_configs` runs a list of configs (`gelora.study.grid.run_grid`: methods x seeds).
 """
 from __future__ import annotations
 
@@ -28,21 +28,21 @@ import torch
 import transformers
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from . import methods
-from .apply import adapt
-from .checks import check_real, check_whole
-from .config import GROUPS, FinetuneConfig, resolve_device, validate
-from .data import as_generation, by_length, collator, file_sha256, load_dataset, prompt_format, shared_texts, tokenize
-from .generate import score
-from .lora_xs import HEAD_NAMES
-from .metrics import PRIMARY, metric_fns
-from .models import load_model
-from .plan import local_rank, plan_steps, world_size
-from .ranks import count_parameters, count_trainable
-from .records import PeakMemory, atomic_write, atomic_write_json, check_writable, jsonable, read_record, versions
-from .saved import initial_adapter, save_trained, saved_run_id
+from gelora.adapters.lora_xs import HEAD_NAMES
+from gelora.allocation.ranks import count_parameters, count_trainable
+from gelora.core.checks import check_real, check_whole
+from gelora.core.metrics import PRIMARY, metric_fns
+from gelora.core.plan import local_rank, plan_steps, world_size
+from gelora.core.records import PeakMemory, atomic_write, atomic_write_json, check_writable, jsonable, read_record, versions
+from gelora.data.tasks import as_generation, by_length, collator, file_sha256, load_dataset, prompt_format, shared_texts, tokenize
+from gelora.methods import registry as methods
+from gelora.models.loading import load_model
+from gelora.training.apply import adapt
+from gelora.training.config import GROUPS, FinetuneConfig, resolve_device, validate
+from gelora.training.generate import score
+from gelora.training.saved import initial_adapter, save_trained, saved_run_id
 
-PROG = "python -m gelora.train"  # `gelora train` sets its own name in help and errors
+PROG = "python -m gelora.training.train"  # `gelora train` sets its own name in help and errors
 
 
 def default_lr(method: str) -> float:
@@ -218,7 +218,7 @@ def finetune(method: str | None = None, config: FinetuneConfig | None = None, **
     if config.processes is not None and config.processes != world_size():
         raise ValueError(f"no record of this run with processes={config.processes} in {config.output_dir}, and this "
                          f"launch has {world_size()} process(es): train it with `torchrun --nproc-per-node "
-                         f"{config.processes} -m gelora.train ...` (python -m gelora.grid prints the command)")
+                         f"{config.processes} -m gelora.training.train ...` (python -m gelora grid prints the command)")
     return _run(config, path, identity)
 
 
@@ -332,7 +332,7 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
     record["ranks"] = {str(k): v for k, v in record.get("ranks", {}).items()}
     if trainer.is_world_process_zero():
         scores = example_scores(task, output.predictions, output.label_ids, test_order)
-        if task == "generation":  # per example: its exact match (what gelora.stats pairs across methods)
+        if task == "generation":  # per example: its exact match (what gelora.analysis.stats pairs across methods)
             scores = (*scores[:2], matches["test"])
         record["predictions"] = write_predictions(path.with_suffix(".predictions.npz"), data["test"].indices, *scores)
         atomic_write_json(path, record)
@@ -350,7 +350,7 @@ def _best(evals: list[dict], primary: str) -> dict:
 def example_scores(task: str, predictions, labels, order=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per test example, in the split's order: (prediction, label, score). Score: 1/0 correct for
     classification, the negative squared error for regression, the share of correct response
-    tokens for generation (what gelora.stats pairs across methods)."""
+    tokens for generation (what gelora.analysis.stats pairs across methods)."""
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if task == "classification":
         scores = (predictions == labels).astype(np.float32)

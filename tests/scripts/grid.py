@@ -2,7 +2,7 @@
 import os
 import sys
 
-from gelora.grid import run_grid
+from gelora.study.grid import run_grid
 
 run_grid(sys.argv[2].split(","), [0], output_dir=sys.argv[1], model="tiny-bert", dataset="movie-sentiment",
          n_train=32, n_eval=16, n_test=16, max_length=16, batch_size=8, epochs=2, evals=2, rank=4,

@@ -1,0 +1,1 @@
+"""Reading runs back: paired intervals, tables of results and claims, what blocks needed."""

@@ -1,0 +1,1 @@
+"""Intrinsic dimension: the TwoNN estimator and manifolds of known dimension to test it on."""

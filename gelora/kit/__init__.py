@@ -1,0 +1,1 @@
+"""The notebooks' kit: the papermill pipeline and its profiles, notebook helpers, figures, the book, exercises."""

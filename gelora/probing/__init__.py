@@ -1,0 +1,1 @@
+"""Hidden states of every layer, their intrinsic-dimension profile and its uncertainty."""
