@@ -8,6 +8,7 @@ import torch
 
 from gelora.allocation import allocators
 from gelora.allocation.ranks import gelora_ranks
+from gelora.training.identity import run_id
 
 SHAPES = {k: [(f"encoder.layer.{k}.attention.self.query", 384, 384), (f"encoder.layer.{k}.attention.self.value", 384, 384)]
           for k in range(6)}  # MiniLM's query and value
@@ -101,7 +102,7 @@ def test_the_study_trains_each_allocation_as_lora_at_the_comparisons_budget(tmp_
         write_run(task / "results", "lora", seed, np.ones(400), config=FinetuneConfig(method="lora", seed=seed, lr=2e-3, **base))
     eva = FinetuneConfig(method="eva", seed=0, lr=2e-3, **base)
     write_run(task / "results", "eva", 0, np.ones(400), config=eva)
-    record = task / "results" / f"{eva.run_id}.json"
+    record = task / "results" / f"{run_id(eva)}.json"
     ranks = {f"bert.encoder.layer.{k}.attention.self.{m}": r for k, r in enumerate([1, 2, 3, 2]) for m in ("query", "value")}
     record.write_text(json.dumps(dict(json.loads(record.read_text()), ranks=ranks)))
     pd.DataFrame({"layer": range(5), "dimension": [8.0, 9.0, 7.0, 11.0, 10.0], "ci_low": np.nan,

@@ -88,3 +88,10 @@ def test_the_readme_describes_every_layer_in_order():
     text = (PACKAGE.parent / "README.md").read_text()
     positions = [text.find(f"\n  {name}/ ") for name in LAYERS]
     assert -1 not in positions and positions == sorted(positions), dict(zip(LAYERS, positions))
+
+
+def test_the_config_is_pure():
+    """FinetuneConfig holds and checks settings; reading files and weights for a run's identity is
+    gelora.training.identity's, which the config never imports."""
+    assert GRAPH["training.config"] == {"core.checks", "core.plan", "methods.registry"}  # the registry: method names
+    assert "training.identity" not in reachable("training.config")

@@ -35,6 +35,7 @@ from gelora.probing.probe import _read_cache, _write_cache, hidden_states, load_
 from gelora.study.grid import run_grid
 from gelora.training import train
 from gelora.training.config import FinetuneConfig, validate
+from gelora.training.identity import run_id, run_identity
 
 from .cases import Table, check
 
@@ -638,7 +639,7 @@ def _(tmp):
 @case("harness", "one target module given as a string is one name")
 def _(tmp):
     assert config(tmp, target_modules="query").target_modules == ["query"]
-    assert config(tmp, target_modules="query").run_id == config(tmp, target_modules=["query"]).run_id
+    assert run_id(config(tmp, target_modules="query")) == run_id(config(tmp, target_modules=["query"]))
 
 
 @case("harness", "output_dir below a regular file fails before training", ValueError, r"output_dir .* cannot hold the results")
@@ -653,7 +654,7 @@ def _(tmp):
 
 def stored(tmp: Path, payload: str) -> FinetuneConfig:
     cfg = config(tmp)
-    path = Path(cfg.output_dir) / f"{cfg.run_id}.json"
+    path = Path(cfg.output_dir) / f"{run_id(cfg)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(payload)
     return cfg
@@ -672,7 +673,7 @@ def _(tmp):
 @case("harness", "another run's record under this name", ValueError,
       r"holds another run's record \(differs in \[.*'settings\.seed'\]\)")
 def _(tmp):
-    other = dataclasses.replace(config(tmp), seed=1).identity()
+    other = run_identity(dataclasses.replace(config(tmp), seed=1))
     train.finetune(config=stored(tmp, json.dumps({"identity": other, "test": {"accuracy": 1.0}})))
 
 
@@ -680,18 +681,18 @@ def _(tmp):
 def _(tmp):
     folder = small_folder(tmp)
     cfg = config(tmp, dataset=str(folder), n_train=None, n_eval=None, n_test=None)
-    before = cfg.run_id
+    before = run_id(cfg)
     write_csv(folder, "test", ["edited"] * 4, ["positive"] * 4)
-    assert cfg.run_id != before
+    assert run_id(cfg) != before
 
 
 @case("harness", "an edited ID profile changes the run's identity")
 def _(tmp):
     path = profile_csv(tmp, [0, 1, 2, 3, 4], [5.0, 6.0, 7.0, 8.0, 9.0])
     cfg = config(tmp, method="gelora", profile=str(path))
-    before = cfg.run_id
+    before = run_id(cfg)
     profile_csv(tmp, [0, 1, 2, 3, 4], [5.0, 9.0, 7.0, 8.0, 9.0])
-    assert cfg.run_id != before
+    assert run_id(cfg) != before
 
 
 @case("harness", "an edited local model changes the run's identity")
@@ -700,18 +701,18 @@ def _(tmp):
     model.save_pretrained(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
     cfg = config(tmp, model=str(tmp / "model"))
-    before = cfg.run_id
+    before = run_id(cfg)
     with torch.no_grad():
         model.bert.encoder.layer[0].attention.self.query.weight.add_(1e-3)
     model.save_pretrained(tmp / "model")
-    assert cfg.run_id != before
+    assert run_id(cfg) != before
 
 
 @case("harness", "the world size is part of the identity")
 def _(tmp):
-    single = config(tmp).run_id
+    single = run_id(config(tmp))
     with environment(WORLD_SIZE="2"):
-        assert config(tmp).run_id != single
+        assert run_id(config(tmp)) != single
 
 
 @case("harness", "a NaN loss stops the run", FloatingPointError, r"loss is nan at step 3: the run diverged")

@@ -13,6 +13,7 @@ from gelora.kit.pipeline import repo_root
 from gelora.study.grid import command_line, notebook_grid, profile_parameters
 from gelora.training import train
 from gelora.training.config import FinetuneConfig
+from gelora.training.identity import run_id
 from gelora.training.sweep import best_lrs
 
 METHODS = "04.methods=[lora, lora_sb, gelora]"
@@ -25,7 +26,7 @@ def test_every_command_line_parses_back_to_its_config(tmp_path):
         argv = shlex.split(command_line(config))
         assert argv[:3] == [sys.executable, "-m", "gelora.training.train"]
         parsed = FinetuneConfig(**vars(train._parser().parse_args(argv[3:])))
-        assert parsed == config and parsed.run_id == config.run_id
+        assert parsed == config and run_id(parsed) == run_id(config)
 
 
 def test_launchers(tmp_path):
@@ -136,7 +137,7 @@ def test_submitit_local_executor_trains_the_missing_runs_once(tmp_path, capsys):
     assert main(argv) == 0
     assert "1 run(s) finished, 0 failed" in capsys.readouterr().out
     configs, _ = notebook_grid(**profile_parameters("smoke", ["04.methods=[lora]"], run_dir=str(tmp_path)))
-    assert all((tmp_path / "results" / f"{c.run_id}.json").is_file() for c in configs)
+    assert all((tmp_path / "results" / f"{run_id(c)}.json").is_file() for c in configs)
     assert main(argv) == 0
     assert "nothing to submit" in capsys.readouterr().out
 
@@ -169,6 +170,6 @@ def test_slurm_job_array_under_submitits_mock(tmp_path):
             with mock.job_context(job.job_id), contextlib.suppress(ValueError if fails else ()):
                 submission.process_job(job.paths.folder)  # what the job's process runs (a failure is pickled)
         result = collect([configs[0], broken], outcome.jobs, log=None)
-    assert result.finished == [configs[0].run_id] and (tmp_path / "results" / f"{configs[0].run_id}.json").is_file()
-    (run_id, log, error), = result.failed
-    assert run_id == broken.run_id and "n_train=1000000 exceeds" in error and log.endswith(".err")
+    assert result.finished == [run_id(configs[0])] and (tmp_path / "results" / f"{run_id(configs[0])}.json").is_file()
+    (failed_id, log, error), = result.failed
+    assert failed_id == run_id(broken) and "n_train=1000000 exceeds" in error and log.endswith(".err")

@@ -6,6 +6,7 @@ import json
 from gelora.data.tasks import file_sha256
 from gelora.training import migrate
 from gelora.training.config import FinetuneConfig
+from gelora.training.identity import run_id
 from gelora.training.train import finetune
 
 SETTINGS = dict(model="tiny-bert", dataset="movie-sentiment", n_train=32, n_eval=16, n_test=16, batch_size=8,
@@ -42,7 +43,7 @@ def test_a_profile_that_moves_a_rank_retrains(tmp_path):
 
 def as_old_record(record: dict, profile: str, folder) -> str:
     """The record as the kit wrote it before: the profile by its sha256, the name by that identity."""
-    from gelora.training.config import identity_digest
+    from gelora.training.identity import identity_digest
 
     old = json.loads((folder / f"{record['run_id']}.json").read_text())
     old["identity"]["content"]["profile"] = file_sha256(profile)
@@ -60,7 +61,7 @@ def test_records_under_the_old_rule_are_renamed_after_a_check_and_then_reused(tm
     record = gelora_run(tmp_path, profile)
     folder = tmp_path / "runs"
     old_name = as_old_record(record, profile, folder)
-    assert FinetuneConfig("gelora", profile=profile, **SETTINGS).run_id == record["run_id"] != old_name
+    assert run_id(FinetuneConfig("gelora", profile=profile, **SETTINGS)) == record["run_id"] != old_name
     renames, problems = migrate.plan([folder])
     assert [(r.old, r.new, r.checked) for r in renames] == [(old_name, record["run_id"], "profile file")]
     assert problems == []

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from gelora.models.loading import load_model
+from gelora.training.identity import run_identity
 
 
 @pytest.mark.parametrize("name,task", [("minilm", "classification"), ("minilm", "regression"),
@@ -87,6 +88,6 @@ def test_a_hub_model_pinned_to_a_revision_is_asked_for_at_that_revision(monkeypa
         load_tokenizer("org/model@0123abc")
     assert asked == {"name": "org/model", "revision": "0123abc"}
     with pytest.warns(UserWarning, match="pin a commit"):
-        bare = FinetuneConfig("lora", model="org/unpinned", target_modules=["q"]).identity()["content"]["model"]
-    pinned = FinetuneConfig("lora", model="org/unpinned@0123abc", target_modules=["q"]).identity()["content"]["model"]
+        bare = run_identity(FinetuneConfig("lora", model="org/unpinned", target_modules=["q"]))["content"]["model"]
+    pinned = run_identity(FinetuneConfig("lora", model="org/unpinned@0123abc", target_modules=["q"]))["content"]["model"]
     assert (bare, pinned) == ("hub:org/unpinned", "hub:org/unpinned@0123abc")

@@ -14,6 +14,7 @@ import pytest
 from gelora.data.tasks import FILE_SPLIT, load_dataset
 from gelora.models.loading import load_model
 from gelora.training.config import FinetuneConfig
+from gelora.training.identity import run_id
 from gelora.training.saved import RUN_FILE, logits
 from gelora.training.train import describe, finetune
 
@@ -98,9 +99,9 @@ def test_spelled_out_defaults_are_the_same_run_and_names_are_safe_for_the_shell(
     omitted = FinetuneConfig(method="lora", dataset=path, model="tiny-bert")
     named = FinetuneConfig(method="lora", dataset=path, model="tiny-bert", target_modules=["value", "query"])
     other = FinetuneConfig(method="lora", dataset=path, model="tiny-bert", target_modules=["query"])
-    assert omitted.run_id == named.run_id != other.run_id
-    assert omitted.run_id.startswith("reviews__tiny-bert__lora__seed0__")
-    assert all(" " not in c.run_id and not c.run_id.startswith("-") for c in (omitted, other))
+    assert run_id(omitted) == run_id(named) != run_id(other)
+    assert run_id(omitted).startswith("reviews__tiny-bert__lora__seed0__")
+    assert all(" " not in run_id(c) and not run_id(c).startswith("-") for c in (omitted, other))
 
 
 def _in_process_logits(record, path, model="tiny-bert"):

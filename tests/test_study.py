@@ -9,6 +9,7 @@ import pytest
 
 from gelora.kit.pipeline import repo_root
 from gelora.study import verdicts as study
+from gelora.training.identity import run_id
 from gelora.training.train import write_predictions
 
 N = 400  # test examples
@@ -20,21 +21,21 @@ def write_run(folder, method, seed, correct, params=73_728, lr=2e-3, rank=8, eva
     import dataclasses
 
     folder.mkdir(parents=True, exist_ok=True)
-    run_id = config.run_id if config is not None else f"task__m__{method}__seed{seed}__r{rank}"
+    name = run_id(config) if config is not None else f"task__m__{method}__seed{seed}__r{rank}"
     labels = np.zeros(N, dtype=np.int64)
     predictions = np.where(correct == 1, 0, 1)
-    entry = write_predictions(folder / f"{run_id}.predictions.npz", np.arange(N), predictions, labels,
+    entry = write_predictions(folder / f"{name}.predictions.npz", np.arange(N), predictions, labels,
                               correct.astype(np.float32))
     accuracy = float(correct.mean())
     settings = dataclasses.asdict(config) if config is not None else {"rank": rank}
-    record = {"run_id": run_id, "method": method, "seed": seed, "dataset": "task", "model": "m", "metric": "accuracy",
+    record = {"run_id": name, "method": method, "seed": seed, "dataset": "task", "model": "m", "metric": "accuracy",
               "test": {"accuracy": accuracy}, "final": {"accuracy": evals[-1]}, "best": {"accuracy": max(evals)},
               "evals": [{"step": 25 * (i + 1), "accuracy": v} for i, v in enumerate(evals)],
               "adapter_params": params, "effective_adapter_params": params, "head_params": 770,
               "trainable_params": params + 770, "total_params": 22_000_000, "train_time_s": 1.0, "wall_time_s": 2.0,
               "init_time_s": 0.0, "peak_memory_mb": 80.0, "lr": lr, "steps": 100, "device": "cpu",
               "train_examples": 1600, "predictions": entry, "config": settings}
-    (folder / f"{run_id}.json").write_text(json.dumps(record))
+    (folder / f"{name}.json").write_text(json.dumps(record))
 
 
 BASE = dict(model="tiny-bert", dataset="movie-sentiment", n_train=64, n_eval=16, evals=4)
@@ -164,7 +165,7 @@ def test_block_sweep_adapts_one_block_at_a_time(fake_study):
     configs = study.block_sweep_configs(task, ranks=(2, 8), seeds=(0,))
     assert [c.block_ranks for c in configs] == [[2, 0], [8, 0], [0, 2], [0, 8]]
     assert {c.lr for c in configs} == {2e-3} and {c.n_train for c in configs} == {32} and {c.method for c in configs} == {"lora"}
-    assert len({c.run_id for c in configs}) == 4
+    assert len({run_id(c) for c in configs}) == 4
 
 
 def test_readme_section_is_written_between_the_markers(fake_study, tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 
 from gelora.study import rates as study_rates
 from gelora.training.config import FinetuneConfig
+from gelora.training.identity import run_id
 
 from .test_study import BASE, N, write_run
 
@@ -39,7 +40,7 @@ def test_protocol_then_arrange(tmp_path):
     missing = study_rates.arrange(task, seeds=range(5), state=state, log=None)
     assert sorted((c.lr, c.seed) for c in missing) == [(4e-3, 3), (4e-3, 4)]
     kept = sorted(p.name for p in (task / "results").glob("*.json"))
-    assert kept == sorted(f"{FinetuneConfig(method='lora', seed=s, lr=4e-3, **BASE).run_id}.json" for s in (0, 1, 2))
+    assert kept == sorted(f"{run_id(FinetuneConfig(method='lora', seed=s, lr=4e-3, **BASE))}.json" for s in (0, 1, 2))
     assert len(list((task / "rates").glob("*.json"))) == 5 + 9  # the old rate's runs joined the curve
     table = study_rates.rate_table(task)
     assert table.set_index("rate").loc[4e-3, "chosen"] and len(table) == 4

@@ -10,6 +10,7 @@ from gelora.data.tasks import as_generation, load_dataset, tokenize
 from gelora.methods.registry import names
 from gelora.models.loading import load_model
 from gelora.training import train
+from gelora.training.identity import run_id, run_identity
 from gelora.training.train import finetune
 
 METHODS = names()
@@ -186,8 +187,8 @@ def test_plain_loop(tiny_bert, batches):
 def test_the_same_settings_have_one_identity_whatever_their_source():
     from_yaml = train.FinetuneConfig("lora", epochs=1, gelora_offset=1, target_modules=("query", "value"))
     from_cli = train.FinetuneConfig("lora", epochs=1.0, gelora_offset=1.0, target_modules=["query", "value"])
-    assert from_yaml.run_id == from_cli.run_id
-    assert train.FinetuneConfig("lora", seed=1).run_id != from_cli.run_id
+    assert run_id(from_yaml) == run_id(from_cli)
+    assert run_id(train.FinetuneConfig("lora", seed=1)) != run_id(from_cli)
 
 
 def test_the_profile_counts_by_content_not_by_where_it_lies(tmp_path):
@@ -199,12 +200,12 @@ def test_the_profile_counts_by_content_not_by_where_it_lies(tmp_path):
         path.write_text("layer,dimension\n0,3.0\n1,4.0\n2,5.0\n3,6.0\n4,7.0\n")
     here = train.FinetuneConfig("gelora", model="tiny-bert", profile=str(first))
     there = train.FinetuneConfig("gelora", model="tiny-bert", profile=str(second))
-    assert here.run_id == there.run_id and "profile" not in here.identity()["settings"]
+    assert run_id(here) == run_id(there) and "profile" not in run_identity(here)["settings"]
     second.write_text("layer,dimension\n0,3.0\n1,9.0\n2,5.0\n3,6.0\n4,7.0\n")  # block 0's bound 1 -> 6
     changed = train.FinetuneConfig("gelora", model="tiny-bert", profile=str(second))
-    assert changed.run_id != here.run_id
-    lora = [train.FinetuneConfig("lora", model="tiny-bert", profile=str(p)).run_id for p in (first, second)]
-    assert lora[0] == lora[1] == train.FinetuneConfig("lora", model="tiny-bert").run_id  # LoRA reads no profile
+    assert run_id(changed) != run_id(here)
+    lora = [run_id(train.FinetuneConfig("lora", model="tiny-bert", profile=str(p))) for p in (first, second)]
+    assert lora[0] == lora[1] == run_id(train.FinetuneConfig("lora", model="tiny-bert"))  # LoRA reads no profile
 
 
 def test_help_documents_every_flag_in_its_group():
@@ -224,11 +225,12 @@ def test_settings_added_later_keep_earlier_records_named_as_they_were():
     value; the dataclass default must stay that value, or old records would name new computations."""
     import dataclasses
 
-    from gelora.training.config import ADDED_LATER, FinetuneConfig
+    from gelora.training.config import FinetuneConfig
+    from gelora.training.identity import ADDED_LATER, settings
 
     defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
     assert {k: defaults[k] for k in ADDED_LATER} == ADDED_LATER
     plain = FinetuneConfig(method="lora")
-    assert not set(ADDED_LATER) & set(plain.settings())
-    assert FinetuneConfig(method="lora", max_new_tokens=16).run_id != plain.run_id
-    assert FinetuneConfig(method="lora", block_ranks=[0, 0, 0, 0, 0, 8]).run_id != plain.run_id
+    assert not set(ADDED_LATER) & set(settings(plain))
+    assert run_id(FinetuneConfig(method="lora", max_new_tokens=16)) != run_id(plain)
+    assert run_id(FinetuneConfig(method="lora", block_ranks=[0, 0, 0, 0, 0, 8])) != run_id(plain)

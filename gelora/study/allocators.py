@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gelora.training.identity import run_id
+
 ALLOCATOR_DIR = "allocators"
 RANDOM_DRAWS = 5
 # Allocations the comparison already trains (uniform LoRA at the budget, GeLoRA), each at its own
@@ -127,7 +129,7 @@ def allocator_table(folder: Path, seeds=(0, 1, 2, 3, 4)) -> pd.DataFrame:
     for label, (choice, _) in state.items():
         if not choice.settled:
             continue
-        wanted = {c.run_id for c in comparison_configs(track, seeds, {label: state[label]})}
+        wanted = {run_id(c) for c in comparison_configs(track, seeds, {label: state[label]})}
         present = [p.stem for p in where.glob("*.json") if p.stem in wanted]
         if not present:
             continue

@@ -28,8 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gelora.core.checks import check_whole
-from gelora.methods import registry as registry
+from gelora.methods import registry
 from gelora.training.config import FinetuneConfig, validate
+from gelora.training.identity import run_id
 
 PROG = "python -m gelora.study.grid"  # `gelora grid` sets its own name in help and errors
 LAUNCHERS = ("python", "torchrun", "accelerate")
@@ -168,11 +169,11 @@ def run_jobs(configs: list[FinetuneConfig], jobs: int, log_dir: Path, log=print)
 
     def one(config: FinetuneConfig) -> bool:
         start = time.perf_counter()
-        with open(log_dir / f"{config.run_id}.log", "w") as out:
+        with open(log_dir / f"{run_id(config)}.log", "w") as out:
             code = subprocess.call(shlex.split(command_line(config)), stdout=out, stderr=subprocess.STDOUT, env=env)
         if log is not None:
             log(f"{config.method:>10} seed {config.seed} lr {config.lr or 'default'}: "
-                f"{'done' if code == 0 else f'FAILED (exit {code}, see {log_dir / config.run_id}.log)'} "
+                f"{'done' if code == 0 else f'FAILED (exit {code}, see {log_dir / run_id(config)}.log)'} "
                 f"in {time.perf_counter() - start:.0f} s")
         return code == 0
 
@@ -214,7 +215,7 @@ def main(argv=None) -> int:
             raise ValueError("--jobs runs one-process jobs: leave out --launcher and --processes")
         if not args.sweep and params.get("lr_factors"):  # the comparison's rates come from the sweep's records
             sweep, _ = notebook_grid(**params, sweep_only=True)
-            unswept = [c for c in sweep if not (Path(c.output_dir) / f"{c.run_id}.json").exists()]
+            unswept = [c for c in sweep if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()]
             if unswept:
                 raise ValueError(f"profile {args.profile!r} chooses its rates by a learning-rate sweep, and {len(unswept)} "
                                  f"of its {len(sweep)} runs have no record yet: print them with --sweep (or train them "
@@ -223,9 +224,9 @@ def main(argv=None) -> int:
         if args.sweep and not configs:
             raise ValueError(f"profile {args.profile!r} has no learning-rate sweep (lr_factors is empty)")
         if args.missing or args.jobs is not None:
-            configs = [c for c in configs if not (Path(c.output_dir) / f"{c.run_id}.json").exists()]
+            configs = [c for c in configs if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()]
         if args.executor is not None:
-            return _submit(args, params, [c for c in configs if not (Path(c.output_dir) / f"{c.run_id}.json").exists()])
+            return _submit(args, params, [c for c in configs if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()])
         if args.jobs is not None:  # seed by seed: a study stopped early still has every method at its first seeds
             from gelora.kit.pipeline import resolve
 

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from gelora.analysis.results import load_records
-from gelora.methods import registry as registry
+from gelora.methods import registry
+from gelora.training.identity import run_id
 from gelora.training.tuning import SELECTION_SEEDS, RateChoice, choose, plateau_gain
 
 RATES_DIR = "rates"
@@ -87,7 +88,7 @@ def full_length_runs(where, base) -> dict[str, dict]:
         for record in load_records(where):
             if record["method"] != base.method:
                 continue
-            if at(base, folder, sub, record["lr"], record["seed"]).run_id == record["run_id"]:
+            if run_id(at(base, folder, sub, record["lr"], record["seed"])) == record["run_id"]:
                 found.setdefault(record["run_id"], (record, where))
     return found
 
@@ -139,24 +140,24 @@ def arrange(where, seeds, state=None, log=print) -> list:
     track = _track(where)
     state = state or choices(track)
     log = log or (lambda message: None)
-    wanted = {c.run_id: c for c in comparison_configs(track, seeds, state)}
+    wanted = {run_id(c): c for c in comparison_configs(track, seeds, state)}
     settled = {m for m, (choice, _) in state.items() if choice.settled}
     results, rates = track.folder / track.results, track.folder / track.rates
     rates.mkdir(exist_ok=True)
     for method, (_, runs) in state.items():
         if method not in settled:
             continue
-        for run_id, (record, where) in runs.items():
-            files = [where / f"{run_id}.json", where / record["predictions"]["file"]]
-            if where == results and run_id not in wanted:
+        for name, (record, where) in runs.items():
+            files = [where / f"{name}.json", where / record["predictions"]["file"]]
+            if where == results and name not in wanted:
                 for path in files:
                     shutil.move(path, rates / path.name)
-                log(f"{run_id}: not at the chosen rate, moved to {rates}")
-            elif where == rates and run_id in wanted and not (results / f"{run_id}.json").exists():
+                log(f"{name}: not at the chosen rate, moved to {rates}")
+            elif where == rates and name in wanted and not (results / f"{name}.json").exists():
                 for path in files:
                     shutil.copy2(path, results / path.name)
-                log(f"{run_id}: selection run at the chosen rate, reused by the comparison")
-    return [c for c in wanted.values() if not (results / f"{c.run_id}.json").exists()]
+                log(f"{name}: selection run at the chosen rate, reused by the comparison")
+    return [c for c in wanted.values() if not (results / f"{run_id(c)}.json").exists()]
 
 
 def rate_table(where, state=None) -> pd.DataFrame:

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from gelora.analysis.results import claims_table, load_records, runs_table, summary_table
-from gelora.methods import registry as registry
+from gelora.methods import registry
+from gelora.training.identity import run_id
 from gelora.training.tuning import PLATEAU_GAIN, plateau_gain
 
 PROG = "python -m gelora.study.verdicts"  # `gelora study` sets its own name in help and errors
@@ -169,14 +170,14 @@ def efficiency_rates(folder: Path, points=EFFICIENCY_POINTS, factors=EFFICIENCY_
 
     configs = efficiency_sweep_configs(folder, points, factors)
     folder_of = Path(configs[0].output_dir)
-    done = {c.run_id for c in configs if (folder_of / f"{c.run_id}.json").is_file()}
+    done = {run_id(c) for c in configs if (folder_of / f"{run_id(c)}.json").is_file()}
     records = {r["run_id"]: r for r in load_records(folder_of, run_ids=sorted(done))} if done else {}
     rates, per_point = {}, len(factors)
     for i, (method, rank) in enumerate(points):
         point = configs[i * per_point:(i + 1) * per_point]
-        if not all(c.run_id in records for c in point):
+        if not all(run_id(c) in records for c in point):
             continue
-        runs = [(factor, c, records[c.run_id]) for factor, c in zip(factors, point)]
+        runs = [(factor, c, records[run_id(c)]) for factor, c in zip(factors, point)]
         usable = [run for run in runs if not run[2].get("loss_rose")] or runs
         best = min(usable, key=lambda run: (-run[2]["final"][run[2]["metric"]], abs(math.log(run[0]))))
         rates[(method, rank)] = best[1].lr
@@ -263,8 +264,8 @@ def reference_choice(folder: Path, reference: str = "lora", factors=REFERENCE_FA
     candidates = [(study[0]["lr"], study, folder / "results")]
     configs = reference_configs(folder, reference, factors, seeds)
     where = folder / EFFICIENCY_DIR / REFERENCE_DIR
-    if all((where / f"{c.run_id}.json").is_file() for c in configs):
-        records = load_records(where, run_ids=[c.run_id for c in configs])
+    if all((where / f"{run_id(c)}.json").is_file() for c in configs):
+        records = load_records(where, run_ids=[run_id(c) for c in configs])
         candidates += [(lr, [r for r in records if r["lr"] == lr], where) for lr in dict.fromkeys(c.lr for c in configs)]
     means = {lr: float(np.mean([r["final"][r["metric"]] for r in runs])) for lr, runs, _ in candidates}
     lr, runs, results = max(candidates, key=lambda c: means[c[0]])  # max keeps the first (the sweep's choice) on ties
@@ -297,7 +298,7 @@ def efficiency(folder: Path, reference: str = "lora", tolerance: float = 0.01, p
     check_real("tolerance", tolerance, 0, open_low=True)
     main = task_records(folder)
     runs = efficiency_runs(folder, points)  # each point at its chosen rate, no other runs
-    wanted = {c.run_id for configs, _ in runs.values() for c in configs}
+    wanted = {run_id(c) for configs, _ in runs.values() for c in configs}
     chosen_by = {label: how for label, (_, how) in runs.items()}
     present = [p.stem for p in (folder / EFFICIENCY_DIR / "results").glob("*.json") if p.stem in wanted]
     if not present:
@@ -342,11 +343,11 @@ def block_needs(folder: Path) -> pd.DataFrame:
 
     configs = block_sweep_configs(folder)
     results = folder / BLOCK_DIR / "results"
-    missing = [c.run_id for c in configs if not (results / f"{c.run_id}.json").is_file()]
+    missing = [run_id(c) for c in configs if not (results / f"{run_id(c)}.json").is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} per-block sweep run(s) of {folder.name} are missing: "
                                 f"python -m gelora study --block-sweep {folder.name}")
-    records = sweep_labels(load_records(results, run_ids=[c.run_id for c in configs]))
+    records = sweep_labels(load_records(results, run_ids=[run_id(c) for c in configs]))
     return trained_needs(records, paired_scores(records, results))
 
 
@@ -595,7 +596,7 @@ def _train_missing(args) -> int:
     from gelora.study.grid import run_jobs
 
     def missing(configs):
-        return [c for c in configs if not (Path(c.output_dir) / f"{c.run_id}.json").exists()]
+        return [c for c in configs if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()]
 
     failed = 0
     for task, folder in task_folders(args.study_dir).items():

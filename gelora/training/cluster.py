@@ -12,6 +12,8 @@ import os
 import re
 from pathlib import Path
 
+from gelora.training.identity import run_id
+
 EXECUTORS = ("local", "slurm")
 
 
@@ -84,7 +86,7 @@ def submit(configs: list, executor, kind: str, jobs: int = 1, wait: bool = True,
         if wait:
             collect(wave, submitted, outcome, log)
         else:
-            outcome.running += [(c.run_id, j.job_id) for c, j in zip(wave, submitted)]
+            outcome.running += [(run_id(c), j.job_id) for c, j in zip(wave, submitted)]
     return outcome
 
 
@@ -95,10 +97,10 @@ def collect(configs: list, submitted: list, outcome: Outcome | None = None, log=
         try:
             outcome.finished.append(job.result())
             if log is not None:
-                log(f"{config.method:>10} seed {config.seed}: done ({config.run_id})")
+                log(f"{config.method:>10} seed {config.seed}: done ({run_id(config)})")
         except Exception as err:  # noqa: BLE001 - a failed job is reported, the others go on
             last = _error_line(err)
-            outcome.failed.append((config.run_id, str(job.paths.stderr), last))
+            outcome.failed.append((run_id(config), str(job.paths.stderr), last))
             if log is not None:
                 log(f"{config.method:>10} seed {config.seed}: FAILED ({last}); log {job.paths.stderr}")
     return outcome

@@ -1,4 +1,5 @@
-"""Every setting of a fine-tuning run, its help text, its checks and the run's identity.
+"""Every setting of a fine-tuning run, its help text and its checks (no I/O: the run's identity,
+which reads files and weights, is gelora.training.identity).
 
 Each field carries a one-line help and a group (data, model, method, optimisation, output), shown
 by `python -m gelora train --help`. The identity of a run is every setting that decides its
@@ -7,11 +8,7 @@ numbers; a record is named by a hash of it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,18 +19,6 @@ from gelora.core.plan import world_size
 from gelora.methods.registry import get_method
 
 GROUPS = ("data", "model", "method", "optimisation", "output")
-# Settings that do not change the numbers, left out of the run's identity.
-# processes: in the identity's world_size; profile: by the ranks it allocates (identity's
-# content.profile), not by where the file lies or its last digits, so a committed record is reused
-# in a checkout at another path or a profile recomputed on another machine
-NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir", "processes", "profile", "save_adapter")
-# Settings added after records were committed: in the identity only when they differ from these
-# values, so every earlier record keeps its name (a run at these values computes what it did before
-# they existed). These values are frozen: tests/test_train.py fails if a default moves away from them.
-ADDED_LATER = {"block_ranks": None, "prompt_format": "auto", "max_new_tokens": 48, "text_column": "text",
-               "label_column": "label"}
-
-
 def setting(default, group: str, help: str):
     """A config field with its help text and its group on the command line."""
     if group not in GROUPS:
@@ -109,63 +94,6 @@ class FinetuneConfig:
                 setattr(self, f.name, list(value))
         if isinstance(self.target_modules, str):  # one module name, not a list of its letters
             self.target_modules = [self.target_modules]
-
-    def settings(self) -> dict:
-        """The settings that decide the numbers (output folder, cache and display left out). Target
-        modules left out (None) are the architecture's default, spelled out as PEFT names them, so
-        omitting them and naming them (in any order) give the same run."""
-        values = {k: v for k, v in dataclasses.asdict(self).items()
-                  if k not in NOT_IDENTITY and not (k in ADDED_LATER and v == ADDED_LATER[k])}
-        default = _default_targets(self.model)
-        if default and (values["target_modules"] is None or set(values["target_modules"]) == set(default)):
-            values["target_modules"] = default
-        return values
-
-    def identity(self) -> dict:
-        """Everything that decides the run's numbers: the settings, the content of the data files
-        (sha256), the ranks a GeLoRA profile allocates, the base model's weights (a fingerprint) and
-        the process layout. Two runs with equal identities compute the same thing."""
-        from gelora.training.identity import content_fingerprints
-
-        processes = self.processes if self.processes is not None else world_size()
-        return {"settings": self.settings(), "content": content_fingerprints(self), "world_size": processes}
-
-    @property
-    def run_id(self) -> str:
-        """A record's file name: dataset, model, method, seed and the identity's hash, in characters
-        that shell tools read as a name (a local path gives its last part: never a leading `-`)."""
-        digest = identity_digest(self.identity())
-        model = Path(self.model).name if os.sep in self.model else self.model
-        return f"{_name_part(self.dataset)}__{_name_part(model)}__{self.method}__seed{self.seed}__{digest}"
-
-
-def identity_digest(identity: dict) -> str:
-    """The last part of a record's name: the first 10 hex digits of the identity's sha256."""
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
-
-
-_DEFAULT_TARGETS: dict = {}
-
-
-def _default_targets(model: str) -> list[str]:
-    """PEFT's default LoRA targets for `model`'s architecture ([] where it cannot be known offline)."""
-    if model not in _DEFAULT_TARGETS:
-        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAPPING
-
-        from gelora.models.loading import model_type
-
-        _DEFAULT_TARGETS[model] = list(MAPPING.get(model_type(model), []))
-    return _DEFAULT_TARGETS[model]
-
-
-def _name_part(name: str) -> str:
-    """`name` for a file name: an existing local path by its last part (a file without its
-    extension), `/` as `-` (hub ids), anything outside letters, digits and `._:+-` as `-`, no
-    leading `-` or `.`."""
-    if not name.startswith("hf:") and Path(name).exists():
-        name = Path(name).stem if Path(name).is_file() else Path(name).name
-    safe = re.sub(r"[^A-Za-z0-9._:+-]", "-", name.replace("/", "-")).lstrip("-.")
-    return safe or "data"
 
 
 def _check_whole(config, name: str, low: int, optional: bool = False) -> None:

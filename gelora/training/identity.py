@@ -1,13 +1,31 @@
-"""A run's identity beyond its settings: what the files it reads contain, what the base weights
-are, and the ranks a GeLoRA profile allocates. Two runs with equal identities compute the same
-thing, so a record is reused only for its own identity (`FinetuneConfig.identity`)."""
+"""A run's identity: the settings that decide its numbers, what the files it reads contain, what
+the base weights are, the ranks a GeLoRA profile allocates and the process layout. Two runs with
+equal identities compute the same thing, so a record is reused only for its own identity
+(`run_identity`), and its file is named by it (`run_id`). The config itself does no I/O; this
+module reads files and weights, once per file and model in a process."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import os
+import re
 import warnings
 from pathlib import Path
 
+from gelora.core.plan import world_size
 from gelora.methods.registry import gelora_allocation, get_method
+
+# Settings that do not change the numbers, left out of the run's identity.
+# processes: in the identity's world_size; profile: by the ranks it allocates (identity's
+# content.profile), not by where the file lies or its last digits, so a committed record is reused
+# in a checkout at another path or a profile recomputed on another machine
+NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir", "processes", "profile", "save_adapter")
+# Settings added after records were committed: in the identity only when they differ from these
+# values, so every earlier record keeps its name (a run at these values computes what it did before
+# they existed). These values are frozen: tests/test_train.py fails if a default moves away from them.
+ADDED_LATER = {"block_ranks": None, "prompt_format": "auto", "max_new_tokens": 48, "text_column": "text",
+               "label_column": "label"}
 
 _HASHES: dict = {}
 _WARNED: set = set()  # unpinned hub models already warned about
@@ -112,3 +130,61 @@ def profile_ranks(config, dimensions=None) -> list[int]:
     profile = load_profile(config.profile) if dimensions is None else list(dimensions)
     allocation = gelora_allocation(profile, config, _SHAPES[key], method.ranks_adapter)
     return [int(r) for r in allocation.ranks]
+
+
+def settings(config) -> dict:
+    """The settings that decide the numbers (output folder, cache and display left out). Target
+    modules left out (None) are the architecture's default, spelled out as PEFT names them, so
+    omitting them and naming them (in any order) give the same run."""
+    values = {k: v for k, v in dataclasses.asdict(config).items()
+              if k not in NOT_IDENTITY and not (k in ADDED_LATER and v == ADDED_LATER[k])}
+    default = _default_targets(config.model)
+    if default and (values["target_modules"] is None or set(values["target_modules"]) == set(default)):
+        values["target_modules"] = default
+    return values
+
+
+def run_identity(config) -> dict:
+    """Everything that decides the run's numbers: the settings, the content of the data files
+    (sha256), the ranks a GeLoRA profile allocates, the base model's weights (a fingerprint) and
+    the process layout. Cheap after the first call in a process: files' hashes are remembered by
+    path, size and modification time (an edited file is hashed again), model fingerprints by name."""
+    processes = config.processes if config.processes is not None else world_size()
+    return {"settings": settings(config), "content": content_fingerprints(config), "world_size": processes}
+
+
+def identity_digest(identity: dict) -> str:
+    """The last part of a record's name: the first 10 hex digits of the identity's sha256."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_id(config) -> str:
+    """A record's file name: dataset, model, method, seed and the identity's hash, in characters
+    that shell tools read as a name (a local path gives its last part: never a leading `-`)."""
+    digest = identity_digest(run_identity(config))
+    model = Path(config.model).name if os.sep in config.model else config.model
+    return f"{_name_part(config.dataset)}__{_name_part(model)}__{config.method}__seed{config.seed}__{digest}"
+
+
+def _name_part(name: str) -> str:
+    """`name` for a file name: an existing local path by its last part (a file without its
+    extension), `/` as `-` (hub ids), anything outside letters, digits and `._:+-` as `-`, no
+    leading `-` or `.`."""
+    if not name.startswith("hf:") and Path(name).exists():
+        name = Path(name).stem if Path(name).is_file() else Path(name).name
+    safe = re.sub(r"[^A-Za-z0-9._:+-]", "-", name.replace("/", "-")).lstrip("-.")
+    return safe or "data"
+
+
+_DEFAULT_TARGETS: dict = {}
+
+
+def _default_targets(model: str) -> list[str]:
+    """PEFT's default LoRA targets for `model`'s architecture ([] where it cannot be known offline)."""
+    if model not in _DEFAULT_TARGETS:
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAPPING
+
+        from gelora.models.loading import model_type
+
+        _DEFAULT_TARGETS[model] = list(MAPPING.get(model_type(model), []))
+    return _DEFAULT_TARGETS[model]

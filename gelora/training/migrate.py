@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from gelora.training.identity import run_id, run_identity
+
 PROG = "python -m gelora.training.migrate"
 TEXT_SUFFIXES = (".csv", ".json", ".md", ".txt", ".ipynb")  # files that may name a run
 
@@ -48,8 +50,7 @@ def plan_record(path: Path) -> Rename | None:
     GeLoRA run given a profile). Raises ValueError, naming the record, when a check fails."""
     from gelora.data.tasks import file_sha256
     from gelora.methods.registry import REGISTRY
-    from gelora.training.config import identity_digest
-    from gelora.training.identity import profile_ranks
+    from gelora.training.identity import identity_digest, profile_ranks
 
     record = json.loads(path.read_text())
     if not isinstance(record, dict) or "identity" not in record or "run_id" not in record:
@@ -69,10 +70,10 @@ def plan_record(path: Path) -> Rename | None:
     checked = "recorded dimensions"
     profile = Path(config.profile) if config.profile else None
     if profile is not None and profile.is_file() and file_sha256(profile) == old_profile:
-        if config.run_id != new:
-            computed = config.identity()
+        if run_id(config) != new:
+            computed = run_identity(config)
             differ = sorted(k for k in computed if computed[k] != identity[k])
-            raise ValueError(f"{path}: this checkout computes {config.run_id} for the record's settings, not {new} "
+            raise ValueError(f"{path}: this checkout computes {run_id(config)} for the record's settings, not {new} "
                              f"(differs in {differ})")
         checked = "profile file"
     record = {**record, "run_id": new, "identity": identity}

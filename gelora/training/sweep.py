@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from gelora.methods import registry as registry
+from gelora.methods import registry
 from gelora.training.config import FinetuneConfig, validate
 
 

@@ -40,6 +40,7 @@ from gelora.models.loading import load_model
 from gelora.training.apply import adapt
 from gelora.training.config import GROUPS, FinetuneConfig, resolve_device, validate
 from gelora.training.generate import score
+from gelora.training.identity import run_id, run_identity
 from gelora.training.saved import initial_adapter, save_trained, saved_run_id
 
 PROG = "python -m gelora.training.train"  # `gelora train` sets its own name in help and errors
@@ -206,14 +207,14 @@ def finetune(method: str | None = None, config: FinetuneConfig | None = None, **
             raise TypeError(f"unknown finetune argument(s) {unknown}")
         config = FinetuneConfig(method=method, **kwargs)
     validate(config)
-    identity = config.identity()
-    path = check_writable(config.output_dir) / f"{config.run_id}.json"
+    identity = run_identity(config)
+    path = check_writable(config.output_dir) / f"{run_id(config)}.json"
     if path.exists() and not config.force:
         record = read_record(path, identity)
-        if config.save_adapter is None or saved_run_id(config.save_adapter) == config.run_id:
+        if config.save_adapter is None or saved_run_id(config.save_adapter) == run_id(config):
             record["reused"] = True
             return record
-        print(f"{config.run_id}: the record exists but no adapter of it was saved; training it again to save one "
+        print(f"{run_id(config)}: the record exists but no adapter of it was saved; training it again to save one "
               f"in {config.save_adapter}", flush=True)
     if config.processes is not None and config.processes != world_size():
         raise ValueError(f"no record of this run with processes={config.processes} in {config.output_dir}, and this "
