@@ -254,6 +254,7 @@ def load_model(name: str = "minilm", task: str = "classification", num_labels: i
                               "pip install -e '.[gpu]'") from err
         raise
     transformers.utils.logging.set_verbosity_error()  # the "newly initialised head" report
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights": a bar per load, in every command
     with seeded(seed):
         if name in TINY:
             config = tiny_config(name, len(tokenizer), tokenizer.pad_token_id)
