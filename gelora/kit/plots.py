@@ -239,8 +239,11 @@ def metric_vs_params(runs: pd.DataFrame, metric: str = "accuracy", split: str = 
              title=title or f"{split.capitalize()} {metric} against parameters\n(mean; {spread})")
     left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.22), ncol=2, frameon=False,
                 title="equal parameter counts are drawn side by side", title_fontsize=8)
+    state = np.random.get_state()  # seaborn's jitter draws from numpy's global generator: seeded, so
+    np.random.seed(0)               # a rerun draws the same figure (and leaves the caller's state as it was)
     sns.stripplot(data=runs, x="method", y=split, order=present, hue="method", hue_order=present,
                   palette=colours, size=7, jitter=0.15, ax=right, legend=False)
+    np.random.set_state(state)
     sns.pointplot(data=runs, x="method", y=split, order=present, color="black", markers="_", linestyles="none",
                   errorbar=None, ax=right)
     right.set(xlabel="", ylabel=f"{split} {metric}", title="Every seed (dots) and the mean (bar)")
