@@ -259,7 +259,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionErro
 FORWARDED = (("train", "gelora.training.train", "one fine-tuning run"),
              ("grid", "gelora.study.grid", "a profile's grid: command lines, local jobs or submitit"),
              ("run", "gelora.kit.pipeline", "the notebook pipeline"),
-             ("study", "gelora.study.verdicts", "the study: verdicts, README section, rate protocol"),
+             ("study", "gelora.study.command", "the study: verdicts, README section, rate protocol"),
              ("book", "gelora.kit.book", "the reference runs as a book"),
              ("exercises", "gelora.kit.exercises", "check or rewrite the notebooks' exercises"),
              ("migrate", "gelora.training.migrate", "rename records written under an earlier identity rule, checked"))

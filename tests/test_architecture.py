@@ -64,7 +64,7 @@ def test_the_graph_is_read_from_every_import():
     lazy ones inside functions and `from gelora.pkg import module` ones included."""
     assert {"training.config", "methods.registry", "data.tasks"} <= GRAPH["training.train"]
     assert "training.train" in GRAPH["study.grid"] and "methods.registry" in GRAPH["training.config"]
-    assert "kit.plots" in GRAPH["kit.notebook"] and "study.grid" in GRAPH["study.verdicts"]
+    assert "kit.plots" in GRAPH["kit.notebook"] and "study.grid" in GRAPH["study.command"]
 
 
 def test_the_top_level_api_is_lazy_and_complete():

@@ -1,4 +1,4 @@
-"""The study's reading (gelora.study.verdicts): verdicts, summaries, plateau and the parameter-efficiency
+"""The study's reading (gelora.study.verdicts, gelora.study.readme): verdicts, summaries, plateau and the parameter-efficiency
 curve from hand-made records with known per-example scores, and the README section generated
 from the committed study."""
 import json
@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from gelora.kit.pipeline import repo_root
+from gelora.study import readme
 from gelora.study import verdicts as study
 from gelora.training.identity import run_id
 from gelora.training.train import write_predictions
@@ -118,9 +119,9 @@ def test_efficiency_sweeps_each_point_then_pairs_it_with_the_reference(fake_stud
     # a point with one collapsed seed is named as unstable in the README's lines
     collapsed = pd.DataFrame({"point": ["lora@16", "lora@4"], "seed_std": [np.std([0.9, 0.9, 0.5], ddof=1), 0.0],
                               "worst_seed": [0.5, 0.9]})
-    text = study._unstable_text(collapsed)
+    text = readme._unstable_text(collapsed)
     assert "LoRA r=16 (std 0.231, worst seed 0.500)" in text and "LoRA r=4" not in text
-    assert study._unstable_text(collapsed.iloc[1:]) == ""
+    assert readme._unstable_text(collapsed.iloc[1:]) == ""
 
 
 def test_efficiency_ties_go_to_the_middle_rate(fake_study):
@@ -169,19 +170,19 @@ def test_block_sweep_adapts_one_block_at_a_time(fake_study):
 
 
 def test_readme_section_is_written_between_the_markers(fake_study, tmp_path):
-    section = study.readme_section(fake_study)
+    section = readme.readme_section(fake_study)
     assert "| GeLoRA vs uniform LoRA, equal budget | **better** +0.500" in section
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{study.README_START}\nold\n{study.README_END}\nrest\n")
-    assert study.update_readme(section, readme) and study.readme_block(readme) == section
-    assert not study.update_readme(section, readme)
-    assert readme.read_text().endswith(f"{study.README_END}\nrest\n")
+    page = tmp_path / "README.md"
+    page.write_text(f"intro\n{readme.README_START}\nold\n{readme.README_END}\nrest\n")
+    assert readme.update_readme(section, page) and readme.readme_block(page) == section
+    assert not readme.update_readme(section, page)
+    assert page.read_text().endswith(f"{readme.README_END}\nrest\n")
     with pytest.raises(FileNotFoundError, match="no study results"):
         study.task_folders(tmp_path / "nothing")
 
 
 def test_the_readme_states_what_the_committed_study_says():
-    assert study.readme_block(repo_root() / "README.md") == study.readme_section()
+    assert readme.readme_block(repo_root() / "README.md") == readme.readme_section()
     claims = pd.read_csv(repo_root() / "figures" / "study_claims.csv")
     assert set(claims["task"]) == set(study.task_folders())
 

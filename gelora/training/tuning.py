@@ -12,7 +12,7 @@ one grid factor further out is *measurably worse* (its mean validation, paired b
 the best's by more than one standard error of that paired difference); otherwise the next grid
 point is trained. A side that would pass `LOWEST_FACTOR` or `HIGHEST_FACTOR` of the registry's rate
 stops there, and the choice says it sits at that limit. Nothing here trains: `plan` says which rates
-still need runs, `gelora.study.verdicts --tune` trains them and asks again, until every method is settled.
+still need runs, `gelora study --tune` trains them and asks again, until every method is settled.
 """
 from __future__ import annotations
 
