@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PROFILE ?= cpu
 
-.PHONY: setup reproduce test lint clean-runs study book
+.PHONY: setup reproduce test lint clean-runs study book exercises
 
 setup: $(VENV)/.installed
 
@@ -70,3 +70,8 @@ study: setup
 book: setup
 	$(PY) -m gelora book --out build/book
 
+# Every notebook exercise run on the class profile and its answer checked (gelora.exercise_checks;
+# about 25 minutes on 2 cores, so not part of `make test`, which asserts the committed record):
+# rewrites notebooks/exercise_checks.json, SOLUTIONS.md and the guide's table.
+exercises: setup
+	$(PY) -m gelora exercises --measure

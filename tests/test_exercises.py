@@ -69,6 +69,8 @@ def test_every_exercise_is_measured_on_the_class_profile_and_its_check_holds():
     record = exercises.measured()
     assert record["profile"] == "class"
     assert set(record["exercises"]) == {item["id"] for _, item in EXERCISES}
+    stale = sorted(item["id"] for _, item in EXERCISES if record["exercises"][item["id"]]["params"] != item["params"])
+    assert not stale, f"exercises changed since they were measured: {stale} (python -m gelora exercises --measure ...)"
     failed = {k: v["observed"] for k, v in record["exercises"].items() if not v["holds"]}
     assert not failed, failed
     solutions = (repo_root() / "notebooks" / "SOLUTIONS.md").read_text()

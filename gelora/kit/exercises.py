@@ -74,7 +74,8 @@ def measure(profile: str = "class", ids: list[str] | None = None, log=print) -> 
             subprocess.run([sys.executable, *args[1:], "--no-progress"], cwd=root, check=True,
                            stdout=subprocess.DEVNULL)
             check = CHECKS[item["id"]](folder, baseline)
-            results[item["id"]] = {**check.as_dict(), "seconds": round(time.perf_counter() - start)}
+            results[item["id"]] = {**check.as_dict(), "params": item["params"],
+                                   "seconds": round(time.perf_counter() - start)}
             log(f"    {'holds' if check.holds else 'DOES NOT HOLD'}: {check.observed}")
     payload = {"profile": profile, "measured": time.strftime("%Y-%m-%d"), "exercises": results}
     (root / MEASURED).write_text(json.dumps(payload, indent=1, default=float) + "\n")
