@@ -115,7 +115,8 @@ def main():
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the search runs")
     args = parser.parse_args()
     estimator_table(args.sizes, args.dims, args.repeats, args.skdim_max, args.device)
-    probe_table(args.probe_texts, 64, args.repeats)
+    if args.probe_texts:  # 0: the estimator table only
+        probe_table(args.probe_texts, 64, args.repeats)
 
 
 if __name__ == "__main__":

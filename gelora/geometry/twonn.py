@@ -86,7 +86,7 @@ def _merge(best_d, best_i, d, i, k):
     return d, torch.gather(all_i, 1, pos)
 
 
-def two_nearest_neighbors(X, block_size: int = 2560, candidates: int = 3,
+def two_nearest_neighbors(X, block_size: int = 2048, candidates: int = 3,
                           device=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact distances and indices of the two nearest neighbours of every row (itself excluded).
 
@@ -201,7 +201,7 @@ class TwoNN(BaseEstimator):
     """
 
     def __init__(self, discard_fraction: float = 0.1, method: str = "linear", n_bootstrap: int = 200,
-                 confidence: float = 0.95, block_size: int = 2560, random_state: int = 0, device=None):
+                 confidence: float = 0.95, block_size: int = 2048, random_state: int = 0, device=None):
         # scikit-learn convention: store the arguments untouched, validate in fit (so clone works)
         self.discard_fraction = discard_fraction
         self.method = method
