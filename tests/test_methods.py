@@ -10,6 +10,7 @@ from gelora.allocation.ranks import count_trainable
 from gelora.data.tasks import load_dataset, tokenize
 from gelora.kit import plots
 from gelora.methods import registry as methods
+from gelora.methods.context import BuildContext, build
 from gelora.models.loading import load_model
 from gelora.training.config import FinetuneConfig
 
@@ -43,6 +44,9 @@ FORMULAS = {
 
 def test_every_registered_method_has_its_facts_and_a_formula_row():
     assert set(FORMULAS) == set(methods.names()), "add a FORMULAS row for every registered method"
+    # the registration order is every table's order (committed tables and the README are in it)
+    assert methods.names() == ["full", "lora", "gelora", "adalora", "eva", "lora_xs", "lora_sb", "gelora_sb",
+                               "lora_ga", "pissa"]
     for method in methods.REGISTRY.values():
         assert method.label and method.family in methods.FAMILIES and method.lr > 0
         assert re.fullmatch(r"#[0-9a-f]{6}", method.colour)
@@ -73,9 +77,9 @@ def test_each_method_trains_what_its_formula_says(name, profile_csv):
     config = FinetuneConfig(name, model="tiny-bert", target_modules=TARGETS, budget=None if name == "full" else BUDGET,
                             profile=profile_csv, sb_num_samples=16, eva_examples=32, batch_size=8, max_length=32,
                             progress=False)
-    ctx = methods.BuildContext(config, model, tokenizer, train, tokenize(train, tokenizer, 32), total_steps=40,
+    ctx = BuildContext(config, model, tokenizer, train, tokenize(train, tokenizer, 32), total_steps=40,
                                warmup_steps=2, lr=1e-3, device="cpu")
-    adapted, info = methods.build(ctx)
+    adapted, info = build(ctx)
     head = SIDE * 2 + 2
     adapter = count_trainable(adapted) - head
     assert adapter == FORMULAS[name](adapted, info)
@@ -95,10 +99,34 @@ def test_the_peft_initialisations_keep_the_function_at_step_zero(name, batches, 
     before = model(**{k: v for k, v in batches[0].items() if k != "labels"}).logits.detach()
     train = load_dataset("movie-sentiment", "train").subset(32, seed=0)
     config = FinetuneConfig(name, model="tiny-bert", target_modules=TARGETS, rank=4, sb_num_samples=16, batch_size=8)
-    ctx = methods.BuildContext(config, model, tokenizer, train, tokenize(train, tokenizer, 32), 10, 1, 1e-3, "cpu")
-    adapted, _ = methods.build(ctx)
+    ctx = BuildContext(config, model, tokenizer, train, tokenize(train, tokenizer, 32), 10, 1, 1e-3, "cpu")
+    adapted, _ = build(ctx)
     adapted.eval()
     after = adapted(**{k: v for k, v in batches[0].items() if k != "labels"}).logits.detach()
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
     lora_b = [p for n, p in adapted.named_parameters() if "lora_B" in n]
     assert all(p.abs().sum() > 0 for p in lora_b)  # unlike plain LoRA, B does not start at zero
+
+
+def test_methods_own_their_settings_and_every_given_value_is_checked():
+    """A method's settings live in its module; the config reads them as attributes (default:
+    the method's), refuses names no method declares, and checks a value given for another method
+    by that method's own checks (a profile's setting shared by a grid of methods)."""
+    from gelora.training.config import validate
+    from gelora.training.identity import IN_EVERY_IDENTITY
+
+    shared = {f.name for f in __import__("dataclasses").fields(FinetuneConfig)}
+    assert not shared & set(methods.options())  # no method's setting is a field of the shared config
+    assert methods.options()["sb_num_samples"][1] == ["lora_sb", "gelora_sb", "lora_ga"]
+    config = FinetuneConfig("lora_sb", sb_num_samples=32)
+    assert config.sb_num_samples == 32 and config.sb_init_lr is None and config.options == {"sb_num_samples": 32}
+    assert config.flat()["sb_num_samples"] == 32 and "eva_examples" not in config.flat()
+    with pytest.raises(TypeError, match=r"unknown setting\(s\) \['sb_samples'\]"):
+        FinetuneConfig("lora_sb", sb_samples=32)
+    with pytest.raises(ValueError, match=r"eva_examples must be a whole number >= 1, got 0"):
+        validate(FinetuneConfig("lora", eva_examples=0))
+    with pytest.raises(ValueError, match=r"block_ranks applies to method 'lora' only"):
+        validate(FinetuneConfig("gelora", block_ranks=[1, 2]))
+    # the settings that were shared fields when records were committed keep their frozen defaults
+    assert {k: getattr(FinetuneConfig("lora"), k) for k in IN_EVERY_IDENTITY} == IN_EVERY_IDENTITY
+    assert set(IN_EVERY_IDENTITY) == set(methods.options())

@@ -213,24 +213,32 @@ def test_help_documents_every_flag_in_its_group():
 
     parser = train._parser()
     actions = {a.dest: a for a in parser._actions if a.dest != "help"}
-    fields = {f.name for f in dataclasses.fields(train.FinetuneConfig)}
-    assert set(actions) == fields
+    fields = {f.name for f in dataclasses.fields(train.FinetuneConfig)} - {"options"}
+    assert set(actions) == fields | set(names_of_own_settings())
     assert all(a.help and len(a.help) > 10 for a in actions.values())
     titles = {g.title for g in parser._action_groups}
     assert {"data", "model", "method", "optimisation", "output"} <= titles
+    # a method's own flag reaches its options only when given; its help names the methods that read it
+    args = vars(parser.parse_args(["--method", "lora_sb", "--sb-num-samples", "8"]))
+    assert args["sb_num_samples"] == 8 and "eva_examples" not in args
+    assert "lora_sb" in actions["sb_num_samples"].help and "default: 64" in actions["sb_num_samples"].help
+
+
+def names_of_own_settings():
+    from gelora.methods.registry import options
+
+    return list(options())
 
 
 def test_settings_added_later_keep_earlier_records_named_as_they_were():
     """A setting added after records were committed is in the identity only away from its frozen
     value; the dataclass default must stay that value, or old records would name new computations."""
-    import dataclasses
 
     from gelora.training.config import FinetuneConfig
     from gelora.training.identity import ADDED_LATER, settings
 
-    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
-    assert {k: defaults[k] for k in ADDED_LATER} == ADDED_LATER
     plain = FinetuneConfig(method="lora")
+    assert {k: getattr(plain, k) for k in ADDED_LATER} == ADDED_LATER  # fields, and methods' own settings
     assert not set(ADDED_LATER) & set(settings(plain))
     assert run_id(FinetuneConfig(method="lora", max_new_tokens=16)) != run_id(plain)
     assert run_id(FinetuneConfig(method="lora", block_ranks=[0, 0, 0, 0, 0, 8])) != run_id(plain)

@@ -138,9 +138,13 @@ def command_line(config: FinetuneConfig, launcher: str = "python") -> str:
     if launcher == "python" and processes > 1:
         raise ValueError(f"processes={processes} needs a launcher: torchrun or accelerate")
     args = []
-    for f in dataclasses.fields(FinetuneConfig):
-        value = getattr(config, f.name)
-        if value == f.default and f.name != "method":
+    own = registry.options()  # the methods' own settings: every one given is written
+    given = [(f, getattr(config, f.name)) for f in dataclasses.fields(FinetuneConfig) if f.name != "options"]
+    given += [(own[name][0], value) for name, value in config.options.items()]
+    for f, value in given:
+        if value == f.default and (f.name != "method" and f.name not in config.options):
+            continue
+        if value is None and f.default is None:
             continue
         flag = "--" + f.name.replace("_", "-")
         if value is None:

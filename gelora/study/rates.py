@@ -48,7 +48,7 @@ def _track(where) -> Track:
 def base_configs(where) -> dict:
     """Per point: its base config (every setting but the rate and the seed). The comparison's:
     per method, the config of its record with the lowest seed."""
-    from gelora.training.config import FinetuneConfig
+    from gelora.training.config import config_from_record
 
     track = _track(where)
     if track.points:
@@ -56,7 +56,7 @@ def base_configs(where) -> dict:
     records = sorted(load_records(track.folder / track.results), key=lambda r: r["seed"])
     bases = {}
     for r in records:
-        bases.setdefault(r["method"], FinetuneConfig(**{**r["config"], "method": r["method"]}))
+        bases.setdefault(r["method"], config_from_record({**r["config"], "method": r["method"]}))
     return dict(sorted(bases.items(), key=lambda kv: _rank(kv[0])))
 
 

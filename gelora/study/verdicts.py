@@ -118,11 +118,11 @@ def _study_settings(folder: Path):
     (`lr_sweep.csv`: the rate the efficiency points and the per-block sweep were built around, so
     their runs keep their names when the protocol moves a comparison's rate), and the sweep's
     training-set size: what the extra runs of a task start from."""
-    from gelora.training.config import FinetuneConfig
+    from gelora.training.config import config_from_record
     from gelora.training.sweep import best_lrs
 
     records = task_records(folder)
-    base = FinetuneConfig(**next(r for r in records if r["method"] == "lora")["config"])
+    base = config_from_record(next(r for r in records if r["method"] == "lora")["config"])
     sweep = load_records(folder / "lr_sweep")
     if not sweep:
         raise FileNotFoundError(f"{folder / 'lr_sweep'} holds no sweep records: run the study's sweep first")

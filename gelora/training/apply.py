@@ -9,7 +9,8 @@ uses), so neither imports the other back.
 from __future__ import annotations
 
 from gelora.data.tasks import prompt_format, tokenize
-from gelora.methods.registry import BuildContext, build, get_method
+from gelora.methods.context import BuildContext, build
+from gelora.methods.registry import get_method
 from gelora.training.config import FinetuneConfig, validate
 
 

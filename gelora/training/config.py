@@ -1,22 +1,24 @@
-"""Every setting of a fine-tuning run, its help text and its checks (no I/O: the run's identity,
-which reads files and weights, is gelora.training.identity).
+"""Every shared setting of a fine-tuning run, its help text and its checks (no I/O: the run's
+identity, which reads files and weights, is gelora.training.identity).
 
 Each field carries a one-line help and a group (data, model, method, optimisation, output), shown
-by `python -m gelora train --help`. The identity of a run is every setting that decides its
-numbers; a record is named by a hash of it.
+by `python -m gelora train --help`. A method's own settings (LoRA-SB's `sb_num_samples`, GeLoRA's
+`profile`, ...) are not fields here: each method declares them in its own module (its registry
+entry's `settings`), and a config holds the ones given in `options`. They are read as attributes
+all the same (`config.sb_num_samples`: the given value or the method's default), and given as
+keywords: `FinetuneConfig("lora_sb", sb_num_samples=32)`.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from gelora.core.checks import check_real, check_whole
 from gelora.core.plan import world_size
-from gelora.methods.registry import get_method
+from gelora.methods.registry import REGISTRY, get_method, options
 
 GROUPS = ("data", "model", "method", "optimisation", "output")
 def setting(default, group: str, help: str):
@@ -26,7 +28,7 @@ def setting(default, group: str, help: str):
     return field(default=default, metadata={"group": group, "help": help})
 
 
-@dataclass
+@dataclass(init=False)
 class FinetuneConfig:
     """Every setting of a run; all of it is written to the result record."""
 
@@ -49,21 +51,8 @@ class FinetuneConfig:
     target_modules: list[str] | None = setting(None, "method", "adapted matrices by name (None: PEFT's default for the architecture)")
     rank: int = setting(8, "method", "rank of the uniform methods (AdaLoRA: target_r) when no budget is given")
     budget: int | None = setting(None, "method", "trainable adapter parameters to match, head excluded (overrides rank)")
-    block_ranks: list[int] | None = setting(None, "method", "lora only: the rank of every block, block 0 first (0: not adapted; "
-                                            "None: rank everywhere); the per-block rank sweep")
-    profile: str | None = setting(None, "method", "ID profile CSV for gelora / gelora_sb (None: probe the training texts now)")
-    probe_examples: int = setting(1000, "method", "texts probed when the ID profile is computed here")
-    probe_pooling: str = setting("mean", "method", "pooling of that probe: cls | mean | last | tokens")
-    gelora_offset: float = setting(1.0, "method", "added to every GeLoRA bound before scaling to the budget")
-    gelora_min_rank: int = setting(0, "method", "smallest GeLoRA rank of a block (0: a block may stay unadapted)")
-    gelora_max_rank: int | None = setting(None, "method", "largest GeLoRA rank (None: the smaller side of the matrix)")
-    gelora_rounding: str = setting("ceil", "method", "rounding of the bounds without a budget: ceil | round | floor")
     lora_scale: float = setting(2.0, "method", "LoRA scaling alpha / r (alpha = scale * r)")
     dropout: float = setting(0.0, "method", "dropout on the adapter input")
-    sb_num_samples: int = setting(64, "method", "examples in the gradient estimate of LoRA-SB, GeLoRA-SB, LoRA-GA (at most; recorded)")
-    sb_init_lr: float | None = setting(None, "method", "first-step lr that scales the LoRA-SB update (None: lr / warm-up steps)")
-    eva_examples: int = setting(256, "method", "examples in EVA's activation pass (at most: the training set if smaller; recorded)")
-    adalora_orth_reg: float = setting(0.1, "method", "AdaLoRA's orthogonality penalty (its paper's GLUE value; PEFT: 0.5)")
     epochs: float = setting(1.0, "optimisation", "passes over the training examples")
     batch_size: int = setting(16, "optimisation", "examples per optimiser step: the global batch, over all processes and accumulation")
     group_by_length: bool = setting(True, "optimisation", "batches of similar lengths, evaluation sorted by length (little padding)")
@@ -83,17 +72,79 @@ class FinetuneConfig:
     force: bool = setting(False, "output", "rerun even if the record of this run exists")
     progress: bool = setting(True, "output", "show progress bars")
 
+    options: dict = setting(None, "method", "the methods' own settings given for this run, by name (see options())")
+
+    def __init__(self, method: str | None = None, options: dict | None = None, **settings):
+        """Shared settings by their field names; any other keyword is a method's own setting
+        (kept in `options`) and must be declared by a registered method."""
+        shared = {f.name for f in dataclasses.fields(self)}
+        given = dict(options or {})
+        given.update({k: settings.pop(k) for k in list(settings) if k not in shared})
+        known = registered_options()
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise TypeError(f"unknown setting(s) {unknown}: neither a FinetuneConfig field nor a registered method's "
+                            f"own setting ({sorted(known)})")
+        for f in dataclasses.fields(self):
+            if f.name not in ("method", "options"):
+                object.__setattr__(self, f.name, settings.get(f.name, f.default))
+        object.__setattr__(self, "method", method)
+        given = {k: _normal(known[k], v) for k, v in given.items()}
+        # a setting given at its method's default is the same run as one left out
+        object.__setattr__(self, "options", {k: v for k, v in given.items() if v != known[k].default})
+        self.__post_init__()
+
+    def __getattr__(self, name: str):
+        """A method's own setting: the given value, else its declared default."""
+        known = registered_options() if name != "options" else {}
+        if name not in known:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return self.__dict__.get("options", {}).get(name, known[name].default)
+
+    def __setattr__(self, name: str, value):
+        if name in registered_options():
+            f = registered_options()[name]
+            value = _normal(f, value)
+            if value == f.default:
+                self.options.pop(name, None)
+            else:
+                self.options[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
     def __post_init__(self):
         """Normalise types so that the same settings give the same run identity whether they
         come from Python, YAML (1) or the command line (1.0)."""
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if str(f.type).startswith("float") and isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, f.name, float(value))
-            elif isinstance(value, tuple):
-                setattr(self, f.name, list(value))
+            if f.name != "options":
+                object.__setattr__(self, f.name, _normal(f, getattr(self, f.name)))
         if isinstance(self.target_modules, str):  # one module name, not a list of its letters
             self.target_modules = [self.target_modules]
+
+    def flat(self) -> dict:
+        """The shared settings and every own setting of the run's method (given or default), plus
+        other methods' settings given to it, in one flat dict: what a record's `config` says."""
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k != "options"}
+        own = get_method(self.method).settings if self.method in REGISTRY else None
+        defaults = {f.name: f.default for f in dataclasses.fields(own)} if own else {}
+        return {**values, **defaults, **self.options}
+
+
+def registered_options() -> dict[str, dataclasses.Field]:
+    """Every registered method's own settings by name (their fields)."""
+    return {name: f for name, (f, _) in options().items()}
+
+
+def type_name(f: dataclasses.Field) -> str:
+    """A field's declared type as written ('float | None'), whether or not its module postpones annotations."""
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
+def _normal(f: dataclasses.Field, value):
+    """An int where a float is declared becomes a float, a tuple a list."""
+    if type_name(f).startswith("float") and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _check_whole(config, name: str, low: int, optional: bool = False) -> None:
@@ -111,41 +162,29 @@ def validate(config: FinetuneConfig) -> None:
     for name in ("dataset", "model", "test_split", "generation_template", "output_dir", "text_column", "label_column"):
         if not isinstance(getattr(config, name), str) or not getattr(config, name):
             raise ValueError(f"{name} must be a non-empty string, got {getattr(config, name)!r}")
-    for name in ("max_length", "batch_size", "rank", "sb_num_samples", "probe_examples", "eva_examples", "evals",
-                 "gradient_accumulation", "max_new_tokens"):
+    for name in ("max_length", "batch_size", "rank", "evals", "gradient_accumulation", "max_new_tokens"):
         _check_whole(config, name, 1)
     _check_whole(config, "seed", 0)
-    _check_whole(config, "gelora_min_rank", 0)
-    for name in ("n_train", "n_eval", "n_test", "budget", "gelora_max_rank", "processes"):
+    for name in ("n_train", "n_eval", "n_test", "budget", "processes"):
         _check_whole(config, name, 1, optional=True)
     _check_real(config, "epochs", 0, open_low=True)
     _check_real(config, "lr", 0, open_low=True, optional=True)
-    _check_real(config, "sb_init_lr", 0, open_low=True, optional=True)
     _check_real(config, "lora_scale", 0, open_low=True)
-    _check_real(config, "gelora_offset", 0)
     _check_real(config, "weight_decay", 0)
-    _check_real(config, "adalora_orth_reg", 0)
     _check_real(config, "dropout", 0, 1)
     _check_real(config, "warmup_ratio", 0, 1)
-    _check_block_ranks(config)
     tm = config.target_modules
     if tm is not None and (isinstance(tm, str) or not isinstance(tm, list) or not tm
                            or not all(isinstance(t, str) and t for t in tm)):
         raise ValueError(f"target_modules must be a non-empty list of module names or None, got {tm!r}")
-    choices = {"task": (None, "classification", "regression", "generation"), "probe_pooling": ("cls", "mean", "last", "tokens"),
-               "prompt_format": ("auto", "chat", "plain"),
-               "gelora_rounding": ("ceil", "round", "floor"), "device": ("auto", "cpu", "cuda"),
-               "precision": ("auto", "fp32", "bf16", "fp16")}
+    choices = {"task": (None, "classification", "regression", "generation"), "prompt_format": ("auto", "chat", "plain"),
+               "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16", "fp16")}
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {getattr(config, name)!r}")
-    if config.profile is not None:
-        if not isinstance(config.profile, str) or not Path(config.profile).is_file():
-            raise ValueError(f"profile must be the path of an ID profile CSV or None, got {config.profile!r} (no such file)")
     if config.test_split not in ("validation", "test"):
         raise ValueError(f"test_split must be 'test' or 'validation', got {config.test_split!r}")
-    if config.gelora_max_rank is not None and config.gelora_max_rank < max(config.gelora_min_rank, 1):
-        raise ValueError(f"gelora_max_rank={config.gelora_max_rank} is below gelora_min_rank={config.gelora_min_rank}")
+    _check_method_settings(config)
     processes = config.processes if config.processes is not None else world_size()
     split = processes * config.gradient_accumulation
     if config.batch_size % split:
@@ -155,17 +194,16 @@ def validate(config: FinetuneConfig) -> None:
         raise ValueError("device='cuda' but no CUDA device is available")
 
 
-def _check_block_ranks(config: FinetuneConfig) -> None:
-    ranks = config.block_ranks
-    if ranks is None:
-        return
-    if (not isinstance(ranks, list) or not ranks or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0
-                                                             for r in ranks) or not any(ranks)):
-        raise ValueError(f"block_ranks must be a list of whole numbers >= 0, one per block, at least one above 0, got {ranks!r}")
-    if config.method != "lora":
-        raise ValueError(f"block_ranks applies to method 'lora' only, got method={config.method!r}")
-    if config.budget is not None:
-        raise ValueError(f"block_ranks and budget={config.budget} both set the ranks: give one")
+def _check_method_settings(config: FinetuneConfig) -> None:
+    """The run's method's own settings by its checks, and every other method's setting given to
+    this config (a profile's setting for some of its methods) by the checks of the method that
+    declares it, so no value passes unchecked."""
+    classes = {get_method(config.method).settings} if get_method(config.method).settings else set()
+    classes |= {m.settings for m in REGISTRY.values()
+                if m.settings and set(config.options) & {f.name for f in dataclasses.fields(m.settings)}}
+    for cls in sorted(classes, key=lambda c: c.__name__):
+        own = {f.name for f in dataclasses.fields(cls)}
+        cls(**{k: v for k, v in config.options.items() if k in own}).check(config)
 
 
 def resolve_device(device: str, precision: str) -> tuple[str, str]:
@@ -180,3 +218,12 @@ def resolve_device(device: str, precision: str) -> tuple[str, str]:
     if device == "cpu" and precision == "fp16":
         raise ValueError("fp16 mixed precision needs CUDA; use fp32 or bf16 on CPU")
     return device, precision
+
+
+def config_from_record(values: dict) -> FinetuneConfig:
+    """The config of a record's `config` section, from any version of the kit: shared settings
+    and methods' own settings by name (flat, as records write them); names the kit no longer has
+    are left out (the record's identity, not its config, decides whether it is reused)."""
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)} | set(registered_options())
+    nested = values.get("options") or {}
+    return FinetuneConfig(**{k: v for k, v in {**values, **nested}.items() if k in known and k != "options"})

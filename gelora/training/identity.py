@@ -14,7 +14,8 @@ import warnings
 from pathlib import Path
 
 from gelora.core.plan import world_size
-from gelora.methods.registry import gelora_allocation, get_method
+from gelora.methods.context import gelora_allocation
+from gelora.methods.registry import get_method
 
 # Settings that do not change the numbers, left out of the run's identity.
 # processes: in the identity's world_size; profile: by the ranks it allocates (identity's
@@ -26,6 +27,14 @@ NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir", "processes", "pr
 # they existed). These values are frozen: tests/test_train.py fails if a default moves away from them.
 ADDED_LATER = {"block_ranks": None, "prompt_format": "auto", "max_new_tokens": 48, "text_column": "text",
                "label_column": "label"}
+
+# Methods' own settings that were FinetuneConfig fields when the committed records were made: every
+# run's identity spells them (the given value or the declared default) as it did then, so every
+# record keeps its name. Any other method's setting counts where the run's method declares it or
+# where it is given. The defaults are frozen: tests/test_identity.py fails if a method moves one.
+IN_EVERY_IDENTITY = {"sb_num_samples": 64, "sb_init_lr": None, "eva_examples": 256, "adalora_orth_reg": 0.1,
+                     "probe_examples": 1000, "probe_pooling": "mean", "gelora_offset": 1.0, "gelora_min_rank": 0,
+                     "gelora_max_rank": None, "gelora_rounding": "ceil", "block_ranks": None, "profile": None}
 
 _HASHES: dict = {}
 _WARNED: set = set()  # unpinned hub models already warned about
@@ -133,11 +142,16 @@ def profile_ranks(config, dimensions=None) -> list[int]:
 
 
 def settings(config) -> dict:
-    """The settings that decide the numbers (output folder, cache and display left out). Target
-    modules left out (None) are the architecture's default, spelled out as PEFT names them, so
-    omitting them and naming them (in any order) give the same run."""
-    values = {k: v for k, v in dataclasses.asdict(config).items()
-              if k not in NOT_IDENTITY and not (k in ADDED_LATER and v == ADDED_LATER[k])}
+    """The settings that decide the numbers (output folder, cache and display left out), the
+    methods' own settings as IN_EVERY_IDENTITY says. Target modules left out (None) are the
+    architecture's default, spelled out as PEFT names them, so omitting them and naming them (in
+    any order) give the same run."""
+    values = {k: v for k, v in dataclasses.asdict(config).items() if k != "options"}
+    own = get_method(config.method).settings
+    values.update({name: getattr(config, name) for name in IN_EVERY_IDENTITY})
+    values.update({f.name: getattr(config, f.name) for f in (dataclasses.fields(own) if own else ())})
+    values.update(config.options)
+    values = {k: v for k, v in values.items() if k not in NOT_IDENTITY and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     default = _default_targets(config.model)
     if default and (values["target_modules"] is None or set(values["target_modules"]) == set(default)):
         values["target_modules"] = default

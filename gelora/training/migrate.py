@@ -17,7 +17,6 @@ Anything else is reported and left alone. Without --apply nothing is written.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -39,10 +38,9 @@ class Rename:
 
 
 def _config(record: dict):
-    from gelora.training.config import FinetuneConfig
+    from gelora.training.config import config_from_record
 
-    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    return FinetuneConfig(**{k: v for k, v in record["config"].items() if k in known})
+    return config_from_record(record["config"])
 
 
 def plan_record(path: Path) -> Rename | None:

@@ -36,9 +36,10 @@ from gelora.core.plan import local_rank, plan_steps, world_size
 from gelora.core.records import PeakMemory, atomic_write, atomic_write_json, check_writable, jsonable, read_record, versions
 from gelora.data.tasks import as_generation, by_length, collator, file_sha256, load_dataset, prompt_format, shared_texts, tokenize
 from gelora.methods import registry as methods
+from gelora.methods.context import BuildContext, build
 from gelora.models.loading import load_model
 from gelora.training.apply import adapt
-from gelora.training.config import GROUPS, FinetuneConfig, resolve_device, validate
+from gelora.training.config import GROUPS, FinetuneConfig, resolve_device, type_name, validate
 from gelora.training.generate import score
 from gelora.training.identity import run_id, run_identity
 from gelora.training.saved import initial_adapter, save_trained, saved_run_id
@@ -200,9 +201,9 @@ def first_steps(names, model, tokenizer, data, batches, steps: int, lrs: dict | 
 
 def finetune(method: str | None = None, config: FinetuneConfig | None = None, **kwargs) -> dict:
     """Fine-tune with one method and return its result record (also written as JSON under
-    `output_dir`). Keyword arguments are the fields of `FinetuneConfig`."""
+    `output_dir`). Keyword arguments are the fields of `FinetuneConfig` and the methods' own settings."""
     if config is None:
-        unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(FinetuneConfig)})
+        unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(FinetuneConfig)} - set(methods.options()))
         if unknown:
             raise TypeError(f"unknown finetune argument(s) {unknown}")
         config = FinetuneConfig(method=method, **kwargs)
@@ -243,8 +244,8 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
     build_device = f"cuda:{local_rank()}" if device == "cuda" else device  # each process its own GPU
     with PeakMemory(device) as memory:
         method = methods.get_method(config.method)
-        model, info = methods.build(methods.BuildContext(config, model, tokenizer, train, tokens["train"],
-                                                         plan.total_steps, plan.warmup_steps, lr, build_device))
+        model, info = build(BuildContext(config, model, tokenizer, train, tokens["train"],
+                                         plan.total_steps, plan.warmup_steps, lr, build_device))
         preprocess, compute = metric_fns(task, train.num_labels)
         with tempfile.TemporaryDirectory() as scratch:
             initial = initial_adapter(model, config.method, scratch) if config.save_adapter else None
@@ -299,7 +300,7 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
             if config.save_adapter and trainer.is_world_process_zero():
                 trained = dict(run_id=path.stem, method=config.method, model=config.model, dataset=config.dataset,
                                seed=config.seed, task=task, label_names=train.label_names, metric=PRIMARY[task],
-                               test=_strip(test_metrics, "test_"), config=dataclasses.asdict(config), identity=identity)
+                               test=_strip(test_metrics, "test_"), config=config.flat(), identity=identity)
                 save_trained(model, tokenizer, config.save_adapter, trained, initial)
     trainable = count_trainable(model)
     head = _head_params(model)
@@ -320,7 +321,7 @@ def _run(config: FinetuneConfig, path: Path, identity: dict) -> dict:
         "wall_time_s": time.perf_counter() - wall, "train_time_s": train_time,
         "peak_memory_mb": memory.peak_mb, "device": device, "precision": precision,
         "autocast_dtype": {"bf16": "bfloat16", "fp16": "float16"}.get(precision),
-        "config": dataclasses.asdict(config), "identity": identity, "versions": versions(), **info,
+        "config": config.flat(), "identity": identity, "versions": versions(), **info,
         "examples": {split: len(d) for split, d in data.items()},  # after the subsets: what was trained and scored
         "file_split": train.meta.get("file_split"),  # one file divided by FILE_SPLIT (None: the dataset's own splits)
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -405,22 +406,34 @@ def run_configs(configs, log=print) -> list[dict]:
 # ---------------------------------------------------------------- command line
 
 def _parser() -> argparse.ArgumentParser:
+    """The shared settings by group, then every registered method's own settings (a flag is
+    passed on only when given, so a method's default stays its own)."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for f in dataclasses.fields(FinetuneConfig):
-        flag, group, help = "--" + f.name.replace("_", "-"), groups[f.metadata["group"]], f.metadata["help"]
-        kind = f.type if isinstance(f.type, str) else str(f.type)
+        if f.name == "options":
+            continue
+        group, help = groups[f.metadata["group"]], f.metadata["help"]
         if f.name == "method":
-            group.add_argument(flag, required=True, choices=methods.names(), help=help)
-        elif kind.startswith("bool"):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help)
-        elif kind.startswith("list"):
-            group.add_argument(flag, nargs="+", type=int if "int" in kind else str, default=None, help=help)
+            group.add_argument("--method", required=True, choices=methods.names(), help=help)
         else:
-            caster = int if kind.startswith("int") else float if kind.startswith("float") else str
-            group.add_argument(flag, type=caster, default=f.default, help=help)
+            _add_flag(group, f, f.default, help)
+    own = parser.add_argument_group("the methods' own settings (each read only by the methods named)")
+    for f, readers in methods.options().values():
+        _add_flag(own, f, argparse.SUPPRESS, f"{f.metadata['help']} [{', '.join(readers)}; default: {f.default}]")
     return parser
+
+
+def _add_flag(group, f: dataclasses.Field, default, help: str) -> None:
+    flag, kind = "--" + f.name.replace("_", "-"), type_name(f)
+    if kind.startswith("bool"):
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
+    elif kind.startswith("list"):
+        group.add_argument(flag, nargs="+", type=int if "int" in kind else str, default=default, help=help)
+    else:
+        caster = int if kind.startswith("int") else float if kind.startswith("float") else str
+        group.add_argument(flag, type=caster, default=default, help=help)
 
 
 def describe(record: dict) -> list[str]:
