@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 import torch
 
 from gelora.core.checks import check_real, check_whole
+from gelora.core.paths import from_record, portable
 from gelora.core.plan import world_size
 from gelora.methods.registry import REGISTRY, get_method, options
 
 GROUPS = ("data", "model", "method", "optimisation", "output")
+# settings that name the kit's own folders and files: records write them relative to the checkout
+PATH_SETTINGS = ("output_dir", "cache_dir", "save_adapter", "profile")
 def setting(default, group: str, help: str):
     """A config field with its help text and its group on the command line."""
     if group not in GROUPS:
@@ -123,11 +126,13 @@ class FinetuneConfig:
 
     def flat(self) -> dict:
         """The shared settings and every own setting of the run's method (given or default), plus
-        other methods' settings given to it, in one flat dict: what a record's `config` says."""
+        other methods' settings given to it, in one flat dict: what a record's `config` says (the
+        kit's folders relative to the checkout: gelora.core.paths)."""
         values = {k: v for k, v in dataclasses.asdict(self).items() if k != "options"}
         own = get_method(self.method).settings if self.method in REGISTRY else None
         defaults = {f.name: f.default for f in dataclasses.fields(own)} if own else {}
-        return {**values, **defaults, **self.options}
+        flat = {**values, **defaults, **self.options}
+        return {k: portable(v) if k in PATH_SETTINGS and isinstance(v, str) else v for k, v in flat.items()}
 
 
 def registered_options() -> dict[str, dataclasses.Field]:
@@ -223,7 +228,10 @@ def resolve_device(device: str, precision: str) -> tuple[str, str]:
 def config_from_record(values: dict) -> FinetuneConfig:
     """The config of a record's `config` section, from any version of the kit: shared settings
     and methods' own settings by name (flat, as records write them); names the kit no longer has
-    are left out (the record's identity, not its config, decides whether it is reused)."""
+    are left out (the record's identity, not its config, decides whether it is reused). Paths
+    written relative to the checkout come back as paths this process can open."""
     known = {f.name for f in dataclasses.fields(FinetuneConfig)} | set(registered_options())
     nested = values.get("options") or {}
-    return FinetuneConfig(**{k: v for k, v in {**values, **nested}.items() if k in known and k != "options"})
+    given = {k: v for k, v in {**values, **nested}.items() if k in known and k != "options"}
+    return FinetuneConfig(**{k: from_record(v) if k in PATH_SETTINGS and isinstance(v, str) else v
+                             for k, v in given.items()})
