@@ -17,7 +17,7 @@ import dataclasses
 import json
 
 from gelora.analysis.results import runs_table, summary_table, to_markdown
-from gelora.kit.pipeline import resolve
+from gelora.kit.paths import resolve
 from gelora.methods import registry as methods
 from gelora.study.grid import notebook_grid, profile_parameters, run_grid
 from gelora.training.train import run_configs

@@ -2,8 +2,7 @@
 follow the config object through the package. A *stay* is a run of consecutive calls, in one
 module, of functions that hold the config (an argument or a local that is the very object; the
 config's dunder methods, construction and attribute reads, are not visits; its other methods
-are); the
-walk is the sequence of stays. Printed: the stays, the modules visited, the returns (a stay in a
+are); the walk is the sequence of stays. Printed: the stays, the modules visited, the returns (a stay in a
 module the walk had already left) and, where the modules have layers, the climbs back up (a stay
 in a higher layer than the one before it, i.e. a lower module calling up).
 

@@ -14,8 +14,8 @@ import torch
 from peft import PeftModel
 from transformers import Trainer, TrainingArguments
 
+from gelora.adapters.files import export_peft_lora, load_adapter, save_adapter
 from gelora.adapters.lora_sb import attach_lora_sb
-from gelora.adapters.lora_xs import export_peft_lora, load_adapter, save_adapter
 from gelora.data.tasks import collator, load_dataset, seeded_loader, tokenize
 from gelora.models.loading import load_model
 

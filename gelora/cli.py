@@ -192,7 +192,7 @@ def predict_command(args) -> int:
 def export_command(args) -> int:
     import transformers
 
-    from gelora.adapters.lora_xs import export_peft_lora, load_adapter
+    from gelora.adapters.files import export_peft_lora, load_adapter
     from gelora.models.loading import load_model
 
     transformers.utils.logging.disable_progress_bar()
@@ -238,7 +238,7 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     predict.set_defaults(handler=predict_command)
     export = commands.add_parser("export", help="a LoRA-SB / LoRA-XS adapter as a plain PEFT LoRA adapter",
-                                 description="Load a folder written by gelora.adapters.lora_xs.save_adapter onto its base "
+                                 description="Load a folder written by gelora.adapters.files.save_adapter onto its base "
                                              "model and write it as a PEFT LoRA adapter.")
     export.add_argument("adapter", help="folder written by save_adapter")
     export.add_argument("model", help="the base model the adapter was trained on")

@@ -13,7 +13,7 @@ from gelora.data.tasks import TextDataset, seeded_loader, tokenize
 from gelora.methods import registry as methods
 from gelora.models.loading import load_model
 from gelora.training.apply import adapt
-from gelora.training.train import _is_head, train_steps
+from gelora.training.loop import is_head, train_steps
 
 FILLER = "the a of and to in is it that was for on with as his they at be this from".split()
 KEYS = ("apple", "river")
@@ -65,9 +65,9 @@ def test_the_adapter_learns_with_the_head_frozen(task, name):
     lr = SPECIAL.get(name, RATES[method.family])
     model, _ = adapt(name, copy.deepcopy(base), tokenizer, train, steps=STEPS, lr=lr, **settings)
     for parameter_name, parameter in model.named_parameters():
-        if _is_head(parameter_name):
+        if is_head(parameter_name):
             parameter.requires_grad_(False)
-    head = {n: p.detach().clone() for n, p in model.named_parameters() if _is_head(n)}
+    head = {n: p.detach().clone() for n, p in model.named_parameters() if is_head(n)}
     trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert head and trained and not set(head) & set(trained)
     before = accuracy(model, tokenizer, test_texts, test_labels)

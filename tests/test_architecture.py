@@ -93,5 +93,14 @@ def test_the_readme_describes_every_layer_in_order():
 def test_the_config_is_pure():
     """FinetuneConfig holds and checks settings; reading files and weights for a run's identity is
     gelora.training.identity's, which the config never imports."""
-    assert GRAPH["training.config"] == {"core.checks", "core.plan", "methods.registry"}  # the registry: method names
+    assert GRAPH["training.config"] == {"core.checks", "core.paths", "core.plan", "methods.registry"}  # the registry: method names
+    assert GRAPH["core.paths"] == set()  # lexical path arithmetic only: the config still does no I/O
     assert "training.identity" not in reachable("training.config")
+
+
+def test_no_module_is_over_400_lines():
+    """One concept per module: a module past 400 lines holds more than one (split it, keeping the
+    names notebooks import re-exported where they read them)."""
+    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > 400}
+    assert long == {}
+    assert len(MODULES) > 60  # the walk saw the package

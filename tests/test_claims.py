@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gelora.analysis.results import claims_table, paired_scores
-from gelora.training.train import write_predictions
+from gelora.training.predictions import write_predictions
 
 N = 300
 

@@ -9,7 +9,7 @@ import pytest
 
 from gelora.kit import exercises
 from gelora.kit.exercise_checks import CHECKS
-from gelora.kit.pipeline import repo_root
+from gelora.kit.paths import repo_root
 
 EXERCISES = [(stem, item) for stem, items in exercises.load().items() for item in items]
 

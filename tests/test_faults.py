@@ -25,7 +25,8 @@ import pandas as pd
 import pytest
 import torch
 
-from gelora.adapters.lora_xs import adapter_layers, add_lora_xs, init_lora_xs, load_adapter, save_adapter
+from gelora.adapters.files import load_adapter, save_adapter
+from gelora.adapters.lora_xs import adapter_layers, add_lora_xs, init_lora_xs
 from gelora.allocation.ranks import gelora_ranks, lora_config
 from gelora.data.tasks import TextDataset, load_dataset, tokenize
 from gelora.geometry.twonn import TwoNN, fit_mu

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gelora.kit import pipeline
-from gelora.kit.pipeline import repo_root
+from gelora.kit.paths import repo_root
 from gelora.study.grid import command_line, notebook_grid, profile_parameters
 from gelora.training import train
 from gelora.training.config import FinetuneConfig

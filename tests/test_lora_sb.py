@@ -8,6 +8,7 @@ import pytest
 import torch
 from peft import PeftModel
 
+from gelora.adapters.files import export_peft_lora, load_adapter, save_adapter
 from gelora.adapters.lora_sb import apply_lora_sb, estimate_update, init_lora_sb
 from gelora.adapters.lora_xs import (
     LoraXSLayer,
@@ -16,13 +17,10 @@ from gelora.adapters.lora_xs import (
     add_lora_xs,
     disable_adapters,
     enable_adapters,
-    export_peft_lora,
     init_lora_xs,
-    load_adapter,
     merge_adapters,
     merge_and_unload,
     remove_lora_xs,
-    save_adapter,
     truncated_svd,
     unmerge_adapters,
 )

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gelora.kit.pipeline import repo_root
+from gelora.kit.paths import repo_root
 from gelora.study import readme
 from gelora.study import verdicts as study
 from gelora.training.identity import run_id
-from gelora.training.train import write_predictions
+from gelora.training.predictions import write_predictions
 
 N = 400  # test examples
 

@@ -99,7 +99,7 @@ def _(tmp):
 @case("profiles", "a section given twice", ValueError,
       r"key '04_fine_tuning' appears twice in one mapping \(first on line 2\)\s+in .*p.yaml\", line 4")
 def _(tmp):
-    from gelora.kit.pipeline import load_profile
+    from gelora.kit.profiles import load_profile
 
     path = tmp / "p.yaml"
     path.write_text("notebooks:\n  04_fine_tuning:\n    seeds: [0]\n  04_fine_tuning:\n    n_train: 10\n")
@@ -108,7 +108,7 @@ def _(tmp):
 
 @case("profiles", "a key given twice in a section", ValueError, r"key 'seeds' appears twice")
 def _(tmp):
-    from gelora.kit.pipeline import load_profile
+    from gelora.kit.profiles import load_profile
 
     path = tmp / "p.yaml"
     path.write_text("notebooks:\n  04_fine_tuning:\n    seeds: [0]\n    seeds: [1]\n")
@@ -117,14 +117,14 @@ def _(tmp):
 
 @case("profiles", "an override without a value", ValueError, r"override '04.n_test=' has no value")
 def _(tmp):
-    from gelora.kit.pipeline import parse_override
+    from gelora.kit.profiles import parse_override
 
     parse_override("04.n_test=")
 
 
 @case("profiles", "null still means None")
 def _(tmp):
-    from gelora.kit.pipeline import parse_override
+    from gelora.kit.profiles import parse_override
 
     assert parse_override("04.n_test=null") == ("04", "n_test", None)
 
@@ -219,7 +219,8 @@ def _(tmp):
 
 @case("adapters", "a saved config with an unknown init", ValueError, "unknown init 'magic'")
 def _(tmp):
-    from gelora.adapters.lora_xs import add_lora_xs, init_lora_xs, load_adapter, save_adapter
+    from gelora.adapters.files import load_adapter, save_adapter
+    from gelora.adapters.lora_xs import add_lora_xs, init_lora_xs
 
     model, _ = load_model("tiny-bert", "classification", 2, seed=0)
     init_lora_xs(add_lora_xs(model, rank=2))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gelora.adapters.lora_xs import _is_conv1d, adapter_layers, add_lora_xs, init_lora_xs, remove_lora_xs, set_factors
+from gelora.adapters.lora_xs import adapter_layers, add_lora_xs, init_lora_xs, is_conv1d, remove_lora_xs, set_factors
 from gelora.core.checks import check_real, check_whole
 from gelora.models.targets import find_targets, unwrap
 
@@ -101,7 +101,7 @@ def estimate_update(model: nn.Module, batches: Iterable[Mapping], target_modules
     if seen < num_samples:
         raise ValueError(f"the batches held only {seen} examples, fewer than num_samples={num_samples}")
     for name, module in targets.items():
-        if _is_conv1d(unwrap(module)):
+        if is_conv1d(unwrap(module)):
             sums[name] = sums[name].T.contiguous()
     bad = sorted(name for name, g in sums.items() if not torch.isfinite(g).all())
     if bad:
@@ -183,8 +183,8 @@ def attach_lora_sb(model: nn.Module, batches: Iterable[Mapping], init_lr: float,
     GeLoRA allocation) and return the model with only the r x r cores and the head trainable.
 
     init_lr: the learning rate of your run's first optimiser step, which scales the update (with
-    a linear warm-up of w steps to a peak lr, that is lr / w). Save with `lora_xs.save_adapter`,
-    reload with `lora_xs.load_adapter`, hand to plain PEFT with `lora_xs.export_peft_lora`."""
+    a linear warm-up of w steps to a peak lr, that is lr / w). Save with `files.save_adapter`,
+    reload with `files.load_adapter`, hand to plain PEFT with `files.export_peft_lora`."""
     from gelora.models.targets import default_targets
 
     check_real("init_lr", init_lr, 0, open_low=True)

@@ -5,6 +5,7 @@ A relative path in a record is relative to the checkout (the folder above the pa
 profiles' paths start too); a path outside it stays absolute."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: gelora/core/paths.py -> the repository
@@ -15,7 +16,7 @@ def portable(path: str | None) -> str | None:
     checkout when it lies inside, else absolute."""
     if path is None:
         return None
-    full = Path(path).expanduser().resolve()
+    full = Path(os.path.abspath(Path(path).expanduser()))  # lexical: no file is read
     try:
         return full.relative_to(ROOT).as_posix()
     except ValueError:

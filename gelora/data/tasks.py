@@ -9,23 +9,31 @@ import csv
 import hashlib
 import json
 import math
-import numbers
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-TASKS = ("classification", "regression", "generation")
-PROMPT_FORMATS = ("auto", "chat", "plain")
+from gelora.data.dataset import TextDataset, is_number
+from gelora.data.splits import FILE_SPLIT, WHOLE_FILE, part_of_file, shared_texts, split_positions, strata  # noqa: F401
+
+# tokenising lives in gelora.data.tokens; its names stay importable from here (notebooks read them here)
+from gelora.data.tokens import (  # noqa: F401
+    PROMPT_FORMATS,
+    ResponseLogits,
+    TokenizedDataset,
+    by_length,
+    collator,
+    disjoint_halves,
+    format_prompt,
+    prompt_format,
+    seeded_loader,
+    tokenize,
+)
+
 SPLITS = ("train", "validation", "test")
-# One file holds every split: it is divided once, by this seeded rule, stratified by its label
-# column (so training never sees the test part); the rule is part of every such run's identity.
-FILE_SPLIT = {"fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}, "seed": 0,
-              "how": "sklearn train_test_split, stratified by the label column when it has classes"}
-WHOLE_FILE = "all"  # the split name that reads a single file whole (no division)
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 # Views of a shipped dataset under another name: (files, label column, task).
 ALIASES = {"movie-rating": ("movie-sentiment", "rating", "regression")}
@@ -48,73 +56,6 @@ def shipped_datasets() -> list[str]:
     return sorted(list(manifest["datasets"]) + list(ALIASES))
 
 
-@dataclass
-class TextDataset:
-    """Texts with labels for one split. For `generation`, `texts` are prompts and `responses`
-    the targets the loss is computed on."""
-
-    name: str
-    split: str
-    texts: list[str]
-    labels: np.ndarray | None
-    task: str
-    label_names: list[str] | None = None
-    responses: list[str] | None = None
-    text_pairs: list[str] | None = None  # second sentence of pair tasks (GLUE MRPC, RTE, ...)
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
-        if len(self.texts) == 0:
-            raise ValueError(f"dataset {self.name!r} split {self.split!r} is empty")
-        bad = [i for i, t in enumerate(self.texts) if not isinstance(t, str) or not t.strip()]
-        if bad:
-            raise ValueError(f"dataset {self.name!r} split {self.split!r}: {len(bad)} empty or non-string "
-                             f"text(s), first at index {bad[0]}")
-        if self.task == "classification" and self.labels is not None:
-            if not self.label_names or not (0 <= self.labels.min() and self.labels.max() < len(self.label_names)):
-                raise ValueError(f"dataset {self.name!r} split {self.split!r}: class labels must index label_names")
-        if self.labels is not None and len(self.labels) != len(self.texts):
-            raise ValueError("texts and labels differ in length")
-        if self.task == "generation" and (self.responses is None or len(self.responses) != len(self.texts)):
-            raise ValueError("a generation dataset needs one response per prompt")
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    @property
-    def num_labels(self) -> int:
-        """Output size of the head: classes for classification, 1 for regression."""
-        if self.task == "classification":
-            return len(self.label_names)
-        return 1
-
-    def subset(self, n: int | None, seed: int = 0) -> TextDataset:
-        """A seeded random subset of n examples (all of them when n is None or len). Asking for
-        more examples than the split holds is an error, not a silent cap."""
-        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
-            raise ValueError(f"subset size n must be a whole number >= 1 or None, got {n!r}")
-        if n is not None and n > len(self):
-            raise ValueError(f"asked for {n} examples but {self.name!r} split {self.split!r} has only {len(self)}")
-        if n is None or n == len(self):
-            return self
-        idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
-        return replace(
-            self,
-            texts=[self.texts[i] for i in idx],
-            labels=None if self.labels is None else self.labels[idx],
-            responses=None if self.responses is None else [self.responses[i] for i in idx],
-            text_pairs=None if self.text_pairs is None else [self.text_pairs[i] for i in idx],
-            meta={**self.meta, "indices": [int(i) for i in idx]},  # positions in the split, for paired scores
-        )
-
-    @property
-    def indices(self) -> np.ndarray:
-        """Positions of these examples in their split (0..n-1 for a whole split)."""
-        return np.asarray(self.meta.get("indices", range(len(self))), dtype=np.int64)
-
-
 def _row_error(source: str, rows: list[int], what: str) -> ValueError:
     shown = ", ".join(str(r + 1) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
     return ValueError(f"{source}: {len(rows)} {what}, at data row(s) {shown} (1 = first row after the header)")
@@ -132,12 +73,6 @@ def _label_order(values: list[str]) -> list[str]:
         return sorted(distinct, key=lambda v: (numbers[v], v))
     return sorted(distinct)
 
-
-def _is_number(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
 
 
 def _from_frame(frame: pd.DataFrame, name: str, split: str, text_column: str,
@@ -163,11 +98,11 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_column: str,
     if bad:
         raise _row_error(source, bad, f"missing label(s) in column {label_column!r}")
     if task is None:
-        numeric = all(_is_number(v) for v in raw)
+        numeric = all(is_number(v) for v in raw)
         whole = numeric and all(float(v).is_integer() for v in raw)
         task = "regression" if numeric and not whole else "classification"
     if task == "regression":
-        bad = [i for i, v in enumerate(raw) if not _is_number(v)]
+        bad = [i for i, v in enumerate(raw) if not is_number(v)]
         if bad:
             raise _row_error(source, bad, f"label(s) in {label_column!r} that are not finite numbers (regression)")
         return TextDataset(name, split, texts, np.array([float(v) for v in raw], dtype=np.float32), task)
@@ -308,7 +243,7 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
             column, pair = text_columns(frame, text_column)
             dataset = _from_frame(frame, name, split, column, label_column, task, label_names, str(files[0]))
             dataset = _with_pairs(dataset, frame, pair, str(files[0]))
-        return part_of_file(dataset, split, _strata(frame, label_column)) if path.is_file() else dataset
+        return part_of_file(dataset, split, strata(frame, label_column)) if path.is_file() else dataset
     files, label_column_override, alias_task = ALIASES.get(name_or_path, (name_or_path, None, None))
     manifest = json.loads((data_dir() / "manifest.json").read_text())
     if files not in manifest["datasets"]:
@@ -334,66 +269,6 @@ def load_dataset(name_or_path: str, split: str = "train", *, text_column: str = 
     dataset.meta = {"source": meta["source"], "licence": meta["licence"]}
     return dataset
 
-
-def _strata(frame: pd.DataFrame, label_column: str | None) -> list[str] | None:
-    """The classes a single file is stratified by: its label column (`label` when the caller asks
-    for no labels, so probing and training divide a file alike), unless that column is missing
-    or holds non-whole numbers (a regression target: no classes)."""
-    column = label_column or "label"
-    if column not in frame.columns:
-        return None
-    values = [str(v).strip() for v in frame[column].tolist()]
-    if all(_is_number(v) for v in values) and not all(float(v).is_integer() for v in values):
-        return None
-    return values
-
-
-def split_positions(n: int, strata: list[str] | None, source: str) -> dict[str, np.ndarray]:
-    """Rows of each split of one file of `n` rows, by FILE_SPLIT (seeded; stratified by `strata`
-    when given). A file too small for every split to hold each class is refused, saying how to
-    split it by hand."""
-    from sklearn.model_selection import train_test_split
-
-    fractions, seed = FILE_SPLIT["fractions"], FILE_SPLIT["seed"]
-    n_test, n_validation = max(1, round(n * fractions["test"])), max(1, round(n * fractions["validation"]))
-    rows = np.arange(n)
-    labels = None if strata is None else np.asarray(strata)
-    try:
-        rest, test = train_test_split(rows, test_size=n_test, random_state=seed, stratify=labels)
-        train, validation = train_test_split(rest, test_size=n_validation, random_state=seed,
-                                             stratify=None if labels is None else labels[rest])
-    except ValueError as err:
-        classes = "" if labels is None else f" and {len(set(strata))} classes"
-        raise ValueError(f"{source} ({n} rows{classes}) cannot be divided into train/validation/test "
-                         f"({fractions['train']:.0%}/{fractions['validation']:.0%}/{fractions['test']:.0%}, each "
-                         f"holding every class): {err}. Give a folder with train.csv, validation.csv and "
-                         "test.csv instead") from None
-    return {"train": np.sort(train), "validation": np.sort(validation), "test": np.sort(test)}
-
-
-def part_of_file(dataset: TextDataset, split: str, strata: list[str] | None) -> TextDataset:
-    """One split of a dataset read whole from a single file (`WHOLE_FILE`: all of it); its meta
-    records the rule and the sizes of all three parts."""
-    if split == WHOLE_FILE:
-        return dataset
-    positions = split_positions(len(dataset), strata, f"{dataset.name} (one file)")
-    rows = positions[split]
-    part = replace(
-        dataset, split=split,
-        texts=[dataset.texts[i] for i in rows],
-        labels=None if dataset.labels is None else dataset.labels[rows],
-        responses=None if dataset.responses is None else [dataset.responses[i] for i in rows],
-        text_pairs=None if dataset.text_pairs is None else [dataset.text_pairs[i] for i in rows],
-    )
-    part.meta = {**dataset.meta, "file_split": {**FILE_SPLIT, "stratified": strata is not None,
-                                                "sizes": {k: len(v) for k, v in positions.items()}}}
-    return part
-
-
-def shared_texts(train: TextDataset, other: TextDataset) -> int:
-    """How many examples of `other` have a text (with its second sentence) that training has."""
-    seen = set(zip(train.texts, train.text_pairs or [None] * len(train)))
-    return sum(pair in seen for pair in zip(other.texts, other.text_pairs or [None] * len(other)))
 
 
 # Text columns of the GLUE tasks: one sentence, or a pair tokenised together.
@@ -473,151 +348,3 @@ def as_generation(dataset: TextDataset, template: str = "Text: {text}\nLabel:") 
     prompts = [template.format(text=t) for t in dataset.texts]
     responses = [" " + dataset.label_names[i] for i in dataset.labels]
     return replace(dataset, texts=prompts, responses=responses, task="generation")
-
-
-class TokenizedDataset(torch.utils.data.Dataset):
-    """Tokenised examples as dicts of lists, padded later by a collator (dynamic padding)."""
-
-    def __init__(self, features: list[dict]):
-        self.features = features
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.features[i]
-
-
-def disjoint_halves(tokens: TokenizedDataset, first: int, second: int) -> tuple[TokenizedDataset, TokenizedDataset]:
-    """The examples cut into two halves that share none, the first holding at least `first`
-    examples and the second `second`: an estimate is judged against a reference made from other
-    examples (shared examples would inflate their agreement)."""
-    half = len(tokens) // 2
-    if first > half or second > len(tokens) - half:
-        raise ValueError(f"two disjoint halves of {first} and {second} examples need {2 * max(first, second)} "
-                         f"examples; there are {len(tokens)}")
-    return TokenizedDataset(tokens.features[:half]), TokenizedDataset(tokens.features[half:])
-
-
-def prompt_format(tokenizer, requested: str = "auto") -> str:
-    """'chat' (the model's chat template) or 'plain' (the prompt as it is): `auto` takes the chat
-    template when the tokenizer has one. Asking for 'chat' without a template is an error."""
-    if requested not in PROMPT_FORMATS:
-        raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {requested!r}")
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if requested == "chat" and not has_template:
-        raise ValueError("prompt_format='chat' but the tokenizer has no chat template: use 'plain' or 'auto'")
-    return requested if requested != "auto" else ("chat" if has_template else "plain")
-
-
-def format_prompt(tokenizer, prompt: str, form: str) -> str:
-    """The text the model reads before its response: the user turn and the assistant header of the
-    chat template, or the prompt itself."""
-    if form == "chat":
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             tokenize=False)
-    return prompt
-
-
-def tokenize(dataset: TextDataset, tokenizer, max_length: int = 128, form: str = "plain") -> TokenizedDataset:
-    """Tokenise for a model. Classification gets integer labels, regression float labels; for
-    generation the labels are the response tokens (then the end-of-sequence token), with the
-    prompt (in `form`: 'plain' or 'chat', see `prompt_format`) masked out (-100)."""
-    if max_length < 2:
-        raise ValueError(f"max_length must be at least 2, got {max_length}")
-    if dataset.task == "generation":
-        return TokenizedDataset(_tokenize_generation(dataset, tokenizer, max_length, form))
-    encoded = tokenizer(dataset.texts, dataset.text_pairs, truncation=True, max_length=max_length)
-    features = []
-    for i in range(len(dataset)):
-        item = {k: encoded[k][i] for k in encoded.keys()}
-        if dataset.labels is not None:
-            label = dataset.labels[i]
-            item["labels"] = float(label) if dataset.task == "regression" else int(label)
-        features.append(item)
-    return TokenizedDataset(features)
-
-
-def _tokenize_generation(dataset: TextDataset, tokenizer, max_length: int, form: str) -> list[dict]:
-    if form not in ("chat", "plain"):
-        raise ValueError(f"form must be 'chat' or 'plain', got {form!r}")
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    features = []
-    for prompt, response in zip(dataset.texts, dataset.responses):
-        prompt_ids = tokenizer(format_prompt(tokenizer, prompt, form), add_special_tokens=False)["input_ids"]
-        response = response.strip() if form == "chat" else response  # the template ends the header with a newline
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + eos
-        if len(response_ids) >= max_length:
-            raise ValueError(f"a response of {len(response_ids)} tokens does not fit max_length={max_length}")
-        prompt_ids = prompt_ids[-(max_length - len(response_ids)):]  # keep the end of a long prompt
-        ids = prompt_ids + response_ids
-        features.append({
-            "input_ids": ids,
-            "attention_mask": [1] * len(ids),
-            "labels": [-100] * len(prompt_ids) + response_ids,
-        })
-    return features
-
-
-class ResponseLogits:
-    """Pads a causal-LM batch (label-aware) and keeps the output layer to the positions that
-    predict a response token: `logits_to_keep` lists the positions t whose next token is a response
-    token in some row, and `labels` / `shift_labels` are those next tokens (-100 elsewhere), so the
-    model computes the vocabulary-sized output and the loss only there. The loss is the same as on
-    every position (the others are masked out of it anyway); on a 49k-word vocabulary the output
-    layer is most of a step's work."""
-
-    def __init__(self, tokenizer):
-        from transformers import DataCollatorForSeq2Seq
-
-        self.pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-
-    def __call__(self, features):
-        batch = dict(self.pad(features))
-        shifted = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=-100)  # position t predicts t + 1
-        keep = (shifted != -100).any(0).nonzero().squeeze(1)
-        batch["logits_to_keep"] = keep
-        batch["labels"] = batch["shift_labels"] = shifted[:, keep].contiguous()
-        return batch
-
-
-def collator(tokenizer, task: str):
-    """The batch collator that fits the task: for generation, label-aware padding and the output
-    layer on response positions only (`ResponseLogits`)."""
-    from transformers import DataCollatorWithPadding
-
-    if task == "generation":
-        return ResponseLogits(tokenizer)
-    return DataCollatorWithPadding(tokenizer)
-
-
-def by_length(tokens: TokenizedDataset) -> tuple[TokenizedDataset, np.ndarray]:
-    """The examples sorted by length, longest first (evaluation batches then hold little padding),
-    and the order: sorted[k] is tokens[order[k]]."""
-    order = np.argsort([-len(f["input_ids"]) for f in tokens.features], kind="stable")
-    return TokenizedDataset([tokens.features[i] for i in order]), order
-
-
-def seeded_loader(tokens, tokenizer, task: str, batch_size: int, seed: int, drop_labels: bool = False,
-                  group_by_length: bool = True):
-    """Shuffled batches in one seeded order (the global RNG is not used), so a pass over the first
-    n examples always sees the same n. group_by_length: batches of similar lengths (the Trainer's
-    LengthGroupedSampler: shuffled mega-batches sorted by length), so little padding is computed.
-    drop_labels: for passes that need inputs only (EVA)."""
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
-    collate = collator(tokenizer, task)
-
-    def collate_fn(features):
-        batch = dict(collate(features))
-        if drop_labels:  # the inputs only (for generation also the kept positions' targets)
-            batch = {k: v for k, v in batch.items() if k not in ("labels", "shift_labels", "logits_to_keep")}
-        return batch
-
-    generator = torch.Generator().manual_seed(seed)
-    if group_by_length:
-        lengths = [len(tokens[i]["input_ids"]) for i in range(len(tokens))]
-        sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
-        return torch.utils.data.DataLoader(tokens, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn)
-    return torch.utils.data.DataLoader(tokens, batch_size=batch_size, shuffle=True, generator=generator,
-                                       collate_fn=collate_fn)

@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 
 from gelora.kit import plots
-from gelora.kit.pipeline import repo_root, resolve, shown
+from gelora.kit.paths import repo_root, resolve, shown
 
 PROG = "python -m gelora.kit.book"  # `gelora book` sets its own name in help and errors
 RUNS = {"results/cpu": "The encoder run: MiniLM on movie sentences",

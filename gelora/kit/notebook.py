@@ -12,7 +12,7 @@ from gelora.allocation.ranks import uniform_budget
 from gelora.data.tasks import load_dataset
 from gelora.geometry.twonn import TwoNN
 from gelora.kit import plots
-from gelora.kit.pipeline import resolve, shown
+from gelora.kit.paths import resolve, shown
 from gelora.models.loading import load_model
 from gelora.models.targets import block_shapes, default_targets
 from gelora.probing.probe import load_profile, probe_dataset, save_profile

@@ -14,152 +14,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import sys
 import time
 from pathlib import Path
 
-import yaml
+# where files are (gelora.kit.paths) and the profiles (gelora.kit.profiles); notebooks read
+# `shown`, and other modules `resolve` / `repo_root`, from here too
+from gelora.kit.paths import notebooks, repo_root, resolve, shown  # noqa: F401
+from gelora.kit.profiles import available_profiles, check_type, declared_parameters, literal_value, load_profile, parse_override
 
 PROG = "python -m gelora.kit.pipeline"  # `gelora run` sets its own name in help and errors
-PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
-TYPE_CHECKS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
-
-
-def repo_root() -> Path:
-    """The checkout holding notebooks/ and data/ (paths in profiles are relative to it)."""
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "notebooks").is_dir():
-        raise FileNotFoundError(f"no notebooks/ beside the package at {root}: run from a clone of the repository")
-    return root
-
-
-def resolve(path: str | Path) -> Path:
-    """A path from a parameter: absolute as is, relative ones from the repository root (so a
-    notebook opened in JupyterLab and the pipeline write to the same place)."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else repo_root() / path
-
-
-def shown(path: str | Path) -> str:
-    """A path as a reader should see it in an output: relative to the repository root when it
-    lies inside (no machine-specific prefix in executed notebooks), else as given."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(repo_root()))
-    except ValueError:
-        return str(path)
-
-
-def notebooks() -> list[Path]:
-    found = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    if not found:
-        raise FileNotFoundError("no numbered notebooks under notebooks/")
-    return found
-
-
-def available_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader that refuses a key repeated in one mapping (PyYAML keeps the last one
-    without a word: a second `04_fine_tuning:` section would silently replace the first)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping (first on line {seen[key] + 1})",
-                    key_node.start_mark)
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_profile(name_or_path: str) -> dict:
-    """A profile by name (smoke, cpu, gpu) or by the path of a YAML file."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PROFILES_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
-        raise ValueError(f"unknown profile {name_or_path!r}: not one of {available_profiles()} nor a YAML file")
-    try:
-        with open(path, encoding="utf-8") as handle:  # a file stream: YAML's errors then name it with the line
-            profile = yaml.load(handle, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        raise ValueError(f"profile {path} is not valid YAML: {error}") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"profile {path} is not UTF-8 text: {error}") from None
-    profile = {} if profile is None else profile
-    if not isinstance(profile, dict):
-        raise ValueError(f"profile {path} must be a mapping with common / notebooks sections, got {type(profile).__name__}")
-    for section in ("common", "notebooks"):
-        if profile.get(section) is not None and not isinstance(profile[section], dict):
-            raise ValueError(f"profile {path}: section {section!r} must be a mapping")
-        profile[section] = profile.get(section) or {}
-    unknown = sorted(set(profile) - {"description", "common", "notebooks", "skip", "columns"})
-    if unknown:
-        raise ValueError(f"profile {path} has unknown section(s) {unknown}; expected common, notebooks, skip, "
-                         "columns, description")
-    columns = profile.setdefault("columns", {}) or {}
-    if not isinstance(columns, dict) or set(columns) - {"text", "label"} or not all(
-            isinstance(v, str) and v for v in columns.values()):
-        raise ValueError(f"profile {path}: columns must map text and/or label to column names, got {columns!r}")
-    profile["columns"] = columns
-    skip = profile.setdefault("skip", [])
-    if not isinstance(skip, list) or not all(isinstance(s, str) for s in skip):
-        raise ValueError(f"profile {path}: skip must be a list of notebook names, got {skip!r}")
-    for section in profile["notebooks"].values():
-        if section is not None and not isinstance(section, dict):
-            raise ValueError(f"profile {path}: every notebooks.<name> section must be a mapping")
-    return profile
-
-
-def declared_parameters(path: Path) -> dict[str, dict]:
-    """Names, inferred types and defaults of a notebook's `parameters` cell."""
-    import nbformat
-    import papermill
-
-    params = papermill.inspect_notebook(str(path))
-    if not params:
-        raise ValueError(f"{path.name} has no cell tagged 'parameters'")
-    book = nbformat.read(str(path), as_version=4)
-    cell = next(c for c in book.cells if "parameters" in c.metadata.get("tags", []))
-    assigned = re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=]*)?=", cell.source, flags=re.M)
-    unparsed = [name for name in assigned if name not in params]
-    if unparsed:  # papermill skips lines it cannot parse (an `int | None` annotation, say) without a word
-        raise ValueError(f"{path.name}: papermill cannot parse parameter(s) {unparsed}; "
-                         "annotate them as plain types or strings such as \"Optional[int]\"")
-    return params
-
-
-def parse_override(text: str) -> tuple[str | None, str, object]:
-    """`name=value` or `notebook.name=value` (notebook: full stem or its number); the value is
-    read as YAML, so 3, 0.5, true, [1, 2] and null have their types."""
-    if "=" not in text:
-        raise ValueError(f"override {text!r} is not name=value")
-    key, _, raw = text.partition("=")
-    notebook, _, name = key.rpartition(".")
-    if not raw.strip():
-        raise ValueError(f"override {text!r} has no value: write {key}=null for None, {key}='' for an empty string")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as error:
-        raise ValueError(f"override {text!r}: the value is not valid YAML ({error})") from None
-    return notebook or None, name.strip(), value
-
-
-def _check_type(notebook: str, name: str, value, declared: dict) -> None:
-    kind = (declared.get("inferred_type_name") or "None").split("[")[0].strip().lower()
-    if value is None or kind in ("none", "") or "|" in declared.get("inferred_type_name", ""):
-        return
-    if "optional" in kind or kind == "any":
-        return
-    allowed = TYPE_CHECKS.get(kind)
-    if allowed and (not isinstance(value, allowed) or (kind != "bool" and isinstance(value, bool))):
-        raise ValueError(f"{notebook}: parameter {name!r} must be {kind}, got {value!r} ({type(value).__name__})")
 
 
 def plan(profile: dict, overrides: list[str] = (), only: list[str] | None = None,
@@ -218,7 +82,7 @@ def plan(profile: dict, overrides: list[str] = (), only: list[str] | None = None
         fit_sizes(chosen, declared, profile["common"].get("dataset"), given)
     for stem, params in chosen.items():
         for name, value in params.items():
-            _check_type(stem, name, value, declared[stem][name])
+            check_type(stem, name, value, declared[stem][name])
     selected = [p for p in books if p.stem not in profile.get("skip", [])]  # notebooks the profile has no use for
     if only:
         wanted = {numbers.get(o, o) for o in only}
@@ -284,7 +148,7 @@ def fit_sizes(chosen: dict, declared: dict, profile_dataset: str | None, given: 
             if (dataset, split) not in sizes:
                 sizes[dataset, split] = len(load_dataset(dataset, split, label_column=None))
             room = sizes[dataset, split]
-            value = params.get(name, _literal(declared[stem][name].get("default")))
+            value = params.get(name, literal_value(declared[stem][name].get("default")))
             if isinstance(value, list) and any(isinstance(v, int) and v > room for v in value):
                 params[name] = [v for v in value if v <= room] or [room]
             elif isinstance(value, int) and not isinstance(value, bool) and value > room:
@@ -294,14 +158,6 @@ def fit_sizes(chosen: dict, declared: dict, profile_dataset: str | None, given: 
             log(f"{stem}: {name}={value} was set for {profile_dataset}; {dataset} has {room} {split} examples: "
                 f"using {params[name]} (-p {stem[:2]}.{name}=... to choose)")
 
-
-def _literal(text):
-    import ast
-
-    try:
-        return ast.literal_eval(text) if isinstance(text, str) else text
-    except (ValueError, SyntaxError):
-        return None
 
 
 class NotebookFailed(RuntimeError):

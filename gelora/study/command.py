@@ -118,7 +118,7 @@ def _tune_track(track, name: str, args, seeds, table: Path, logs: Path) -> int:
 
 
 def main(argv=None) -> int:
-    from gelora.kit.pipeline import repo_root
+    from gelora.kit.paths import repo_root
 
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--study-dir", default=STUDY_DIR, help="folder of the task folders")

@@ -86,7 +86,7 @@ def notebook_grid(model: str, dataset: str, methods: list, seeds: list, referenc
     every method trains at its best rate (rates given in `lrs` are kept). sweep_only: return the
     sweep's configs instead, untrained (to run them as independent jobs). Returns (configs, budget)."""
     from gelora.kit.notebook import budget_for, profile_for, task_model
-    from gelora.kit.pipeline import resolve
+    from gelora.kit.paths import resolve
 
     run = resolve(run_dir)
     profile = None
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
         if args.executor is not None:
             return _submit(args, params, [c for c in configs if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()])
         if args.jobs is not None:  # seed by seed: a study stopped early still has every method at its first seeds
-            from gelora.kit.pipeline import resolve
+            from gelora.kit.paths import resolve
 
             configs = sorted(configs, key=lambda c: c.seed)
             failed = run_jobs(configs, args.jobs, resolve(params["run_dir"]) / "logs")
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
 
 def _submit(args, params: dict, configs: list) -> int:
     """--executor: the missing runs through submitit; one line per outcome, exit 1 if any failed."""
-    from gelora.kit.pipeline import resolve
+    from gelora.kit.paths import resolve
     from gelora.training.cluster import make_executor, submit
 
     if args.launcher != "python" or args.processes != 1:

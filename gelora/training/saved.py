@@ -50,7 +50,8 @@ def save_trained(model, tokenizer, folder: str | os.PathLike, run: dict, initial
     """Write the trained model of `run` (a result record) to `folder` in its users' format."""
     from peft import PeftModel
 
-    from gelora.adapters.lora_xs import adapter_layers, save_adapter
+    from gelora.adapters.files import save_adapter
+    from gelora.adapters.lora_xs import adapter_layers
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,7 @@ def load_trained(folder: str | os.PathLike):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from gelora.adapters.lora_xs import load_adapter
+    from gelora.adapters.files import load_adapter
     from gelora.models.loading import load_model
     from gelora.training.identity import model_fingerprint
 

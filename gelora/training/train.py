@@ -12,7 +12,6 @@ resumes where it stopped. `run_configs` runs a list of configs (`gelora.study.gr
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import math
@@ -22,33 +21,28 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 import transformers
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from gelora.adapters.lora_xs import HEAD_NAMES
 from gelora.allocation.ranks import count_parameters, count_trainable
-from gelora.core.checks import check_real, check_whole
 from gelora.core.metrics import PRIMARY, metric_fns
 from gelora.core.plan import local_rank, plan_steps, world_size
-from gelora.core.records import PeakMemory, atomic_write, atomic_write_json, check_writable, jsonable, read_record, versions
-from gelora.data.tasks import as_generation, by_length, collator, file_sha256, load_dataset, prompt_format, shared_texts, tokenize
+from gelora.core.records import PeakMemory, atomic_write_json, check_writable, jsonable, read_record, versions
+from gelora.data.tasks import as_generation, by_length, collator, load_dataset, prompt_format, shared_texts, tokenize
 from gelora.methods import registry as methods
 from gelora.methods.context import BuildContext, build
 from gelora.models.loading import load_model
-from gelora.training.apply import adapt
 from gelora.training.config import GROUPS, FinetuneConfig, resolve_device, type_name, validate
 from gelora.training.generate import score
 from gelora.training.identity import run_id, run_identity
+
+# the plain loop lives in gelora.training.loop; notebook 03 reads first_steps from here
+from gelora.training.loop import default_lr, first_steps, is_head, train_steps  # noqa: F401
+from gelora.training.predictions import example_scores, write_predictions
 from gelora.training.saved import initial_adapter, save_trained, saved_run_id
 
 PROG = "python -m gelora.training.train"  # `gelora train` sets its own name in help and errors
-
-
-def default_lr(method: str) -> float:
-    return methods.get_method(method).lr
 
 
 # ---------------------------------------------------------------- data
@@ -132,69 +126,8 @@ def _lr(config: FinetuneConfig) -> float:
     return config.lr if config.lr is not None else default_lr(config.method)
 
 
-def _is_head(name: str) -> bool:
-    return any(f"{h}." in name or name.startswith(f"{h}.") for h in HEAD_NAMES)
-
-
 def _head_params(model) -> int:
-    return sum(p.numel() for name, p in model.named_parameters() if p.requires_grad and _is_head(name))
-
-
-def train_steps(model, batches, steps: int, lr: float, weight_decay: float = 0.0, device=None,
-                evaluate_first: bool = True, head_lr: float | None = None) -> list[float]:
-    """A plain PyTorch loop (AdamW over the trainable parameters, constant lr), for the first
-    steps of an adapter outside the Trainer. head_lr: the classification head's rate (None: lr),
-    so that methods compared side by side differ only in their adapters. Returns the loss of
-    every step; with evaluate_first, element 0 is the loss at initialisation on the first batch."""
-    check_whole("steps", steps, 0)
-    check_real("lr", lr, 0, open_low=True)
-    check_real("head_lr", head_lr, 0, open_low=True, optional=True)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError("the model has no trainable parameter")
-    device = device or next(model.parameters()).device
-    head = [p for n, p in named if _is_head(n)]
-    body = [p for n, p in named if not _is_head(n)]
-    groups = [{"params": body, "lr": lr}] if body else []
-    groups += [{"params": head, "lr": lr if head_lr is None else head_lr}] if head else []
-    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    batches = list(batches)
-    if not batches:
-        raise ValueError("no batches to train on")
-    losses = []
-    if evaluate_first:
-        model.eval()
-        with torch.no_grad():
-            first = {k: v.to(device) for k, v in batches[0].items()}
-            losses.append(float(model(**first).loss))
-    model.train()
-    for step in range(steps):
-        batch = {k: v.to(device) for k, v in batches[step % len(batches)].items()}
-        loss = model(**batch).loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {float(loss.detach())} at step {step}: the run diverged (try a lower lr)")
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(float(loss.detach()))
-    return losses
-
-
-def first_steps(names, model, tokenizer, data, batches, steps: int, lrs: dict | None = None, seed: int = 0,
-                head_lr: float | None = None, **settings):
-    """The first `steps` optimiser steps of each method on the same batches, each adapter built by
-    the registry on a copy of `model` and trained by `train_steps` at its learning rate (`lrs`
-    overrides the registry's), the head at `head_lr` for every method (None: the method's rate).
-    Returns (losses: method, step, loss; trainable parameters; lrs)."""
-    curves, trainable, used = [], {}, {}
-    for name in names:
-        adapted, _ = adapt(name, copy.deepcopy(model), tokenizer, data, steps=steps, seed=seed, **settings)
-        trainable[name] = count_trainable(adapted)
-        used[name] = (lrs or {}).get(name, default_lr(name))
-        torch.manual_seed(seed)  # the same dropout masks for every method
-        losses = train_steps(adapted, batches, steps, used[name], head_lr=head_lr)
-        curves += [{"method": name, "step": i, "loss": loss} for i, loss in enumerate(losses)]
-    return pd.DataFrame(curves), trainable, used
+    return sum(p.numel() for name, p in model.named_parameters() if p.requires_grad and is_head(name))
 
 
 # ---------------------------------------------------------------- entry point
@@ -347,36 +280,6 @@ def _best(evals: list[dict], primary: str) -> dict:
     scored = [e for e in evals if f"eval_{primary}" in e]
     top = max(scored, key=lambda e: e[f"eval_{primary}"])
     return {primary: top[f"eval_{primary}"], "step": top["step"]}
-
-
-def example_scores(task: str, predictions, labels, order=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per test example, in the split's order: (prediction, label, score). Score: 1/0 correct for
-    classification, the negative squared error for regression, the share of correct response
-    tokens for generation (what gelora.analysis.stats pairs across methods)."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    if task == "classification":
-        scores = (predictions == labels).astype(np.float32)
-    elif task == "regression":
-        predictions = predictions.reshape(-1)
-        scores = -((predictions - labels) ** 2).astype(np.float32)
-    else:
-        mask = labels != -100
-        scores = ((predictions == labels) & mask).sum(1) / np.maximum(mask.sum(1), 1)
-        predictions = labels = np.zeros(len(scores), dtype=np.int64)  # token arrays are not kept
-    if order is not None:  # undo the length sort
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        predictions, labels, scores = predictions[inverse], labels[inverse], scores[inverse]
-    return predictions, labels, scores.astype(np.float32)
-
-
-def write_predictions(path: Path, indices, predictions, labels, scores) -> dict:
-    """The compact sidecar of a record: per test example its position in the split, prediction,
-    label and score; written atomically, named in the record with its sha256."""
-    atomic_write(path, lambda handle: np.savez_compressed(handle, index=np.asarray(indices, dtype=np.int32),
-                                                          prediction=predictions, label=labels, score=scores),
-                 binary=True)
-    return {"file": path.name, "sha256": file_sha256(path), "examples": int(len(scores))}
 
 
 TIMINGS = ("runtime", "samples_per_second", "steps_per_second")
