@@ -46,6 +46,22 @@ def test_protocol_then_arrange(tmp_path):
     assert table.set_index("rate").loc[4e-3, "chosen"] and len(table) == 4
 
 
+def test_arrange_makes_the_results_folder_of_a_track_tuned_only_in_rates(tmp_path):
+    """The allocators' track trains every rate in rates/ first: arrange creates results/ and copies
+    the chosen rate's selection runs in (the study stopped on a missing folder here once)."""
+    task = tmp_path / "task"
+    for lr in (2e-3, 4e-3, 8e-3):
+        for seed in (0, 1, 2):
+            add(task, "rates", lr, seed)
+    track = study_rates.Track(task, points=(("lora", FinetuneConfig(method="lora", lr=2e-3, **BASE)),),
+                              anchors=(("lora", 4e-3),))
+    state = study_rates.choices(track)
+    assert state["lora"][0].status == "interior" and not (task / "results").exists()
+    missing = study_rates.arrange(track, seeds=range(5), state=state, log=None)
+    assert sorted((c.lr, c.seed) for c in missing) == [(4e-3, 3), (4e-3, 4)]
+    assert len(list((task / "results").glob("*.json"))) == 3 and len(list((task / "rates").glob("*.json"))) == 9
+
+
 def test_the_efficiency_curve_points_are_tuned_by_the_same_protocol(tmp_path):
     """A curve point (LoRA r = 2, no budget) is a track of its own: its short-sweep runs anchor the
     grid, its runs live in efficiency/results and efficiency/rates, two points of one method never

@@ -143,7 +143,8 @@ def arrange(where, seeds, state=None, log=print) -> list:
     wanted = {run_id(c): c for c in comparison_configs(track, seeds, state)}
     settled = {m for m, (choice, _) in state.items() if choice.settled}
     results, rates = track.folder / track.results, track.folder / track.rates
-    rates.mkdir(exist_ok=True)
+    rates.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)  # a track whose runs were all selection runs so far
     for method, (_, runs) in state.items():
         if method not in settled:
             continue
