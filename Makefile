@@ -68,7 +68,7 @@ study: setup
 # build/book/ (Sphinx, myst-nb, the book theme; nothing is executed, nothing fetched: MathJax is
 # served from the site). Open build/book/index.html.
 book: setup
-	$(PY) -m gelora book --out build/book
+	$(PY) -m gelora book --output-dir build/book
 
 # Every notebook exercise run on the class profile and its answer checked (gelora.exercise_checks;
 # about 25 minutes on 2 cores, so not part of `make test`, which asserts the committed record):

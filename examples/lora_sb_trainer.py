@@ -1,6 +1,6 @@
 """LoRA-SB with a plain `transformers.Trainer`: attach, train, save, reload, export to PEFT.
 
-    python examples/lora_sb_trainer.py --model minilm --dataset movie-sentiment --rank 16 --out runs/example
+    python examples/lora_sb_trainer.py --model minilm --dataset movie-sentiment --rank 16 --output-dir runs/example
 
 Everything here is ordinary Hugging Face code except two calls: `attach_lora_sb` (estimate the
 first step on a few batches, attach the adapters, freeze all but the r x r cores and the head) and
@@ -29,7 +29,7 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--warmup-steps", type=int, default=6)
-    parser.add_argument("--out", default="runs/example")
+    parser.add_argument("--output-dir", default="runs/example")
     args = parser.parse_args(argv)
 
     train = load_dataset(args.dataset, "train").subset(args.n_train, seed=0)
@@ -51,7 +51,7 @@ def main(argv=None):
         trainer.train()
     model.eval()
 
-    adapter, peft_dir = os.path.join(args.out, "lora_sb"), os.path.join(args.out, "peft")
+    adapter, peft_dir = os.path.join(args.output_dir, "lora_sb"), os.path.join(args.output_dir, "peft")
     save_adapter(model, adapter)                                   # B, A, R and the head, with checksums
     reloaded = load_adapter(load_model(args.model, "classification", train.num_labels, seed=0)[0].eval(), adapter)
     export_peft_lora(model, peft_dir)                              # a plain PEFT LoRA adapter (lora_B = B R)

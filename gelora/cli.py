@@ -30,7 +30,11 @@ from pathlib import Path
 
 from gelora import __version__
 
-DTYPES = ("float32", "bfloat16", "float16")
+# One spelling per concept across the commands: --precision as `gelora train` spells it, --task as its
+# data settings do, --output-dir for the folder a command writes, --id-profile for an ID-profile CSV
+# (--profile is a YAML preset, in `gelora run`, `grid` and `exercises`).
+WEIGHTS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+PEFT_TASKS = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}
 
 
 def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,10 +47,10 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=128, help="tokens kept per text")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (bounds GPU memory)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
-    parser.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
-                        help="model weights (auto: bfloat16 on a GPU that supports it, else float32)")
+    parser.add_argument("--precision", default="auto", choices=("auto", *WEIGHTS),
+                        help="the model's weights (auto: bf16 on a GPU that supports it, fp16 on another GPU, else fp32)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the subset of texts and the bootstrap")
-    parser.add_argument("--out", default="gelora-out", help="folder of the outputs")
+    parser.add_argument("--output-dir", default="gelora-out", help="folder of the outputs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -64,7 +68,7 @@ def _check_probe_arguments(args) -> None:
     check_whole("--seed", args.seed, 0)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda, but this machine has no CUDA device: use --device cpu (or auto)")
-    _check_out(args.out)
+    _check_out(args.output_dir)
     if not (Path(args.model).is_dir() or os.sep not in args.model):
         raise ValueError(f"model {args.model!r} is neither a known name, a hub id nor an existing folder")
 
@@ -75,13 +79,13 @@ def _check_out(out: str) -> None:
 
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--out {out!r} is a file, not a folder")
+        raise ValueError(f"--output-dir {out!r} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise ValueError(f"--out {out!r} cannot be written: {error.strerror or error}") from None
+        raise ValueError(f"--output-dir {out!r} cannot be written: {error.strerror or error}") from None
 
 
 def _load(args):
@@ -93,10 +97,12 @@ def _load(args):
     transformers.utils.logging.disable_progress_bar()  # the weight-loading bar: the probe has its own
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    dtype = args.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    model, tokenizer = load_model(args.model, "features", seed=args.seed, dtype=dtype)
+    precision = args.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device == "cuda" else "fp32"
+    if device == "cpu" and precision == "fp16":
+        raise ValueError("--precision fp16 needs CUDA; use fp32 or bf16 on CPU")
+    model, tokenizer = load_model(args.model, "features", seed=args.seed, dtype=WEIGHTS[precision])
     return model.to(device).eval(), tokenizer
 
 
@@ -118,7 +124,7 @@ def profile_command(args) -> int:
     _check_probe_arguments(args)
     model, tokenizer = _load(args)
     profile = _profile(args, model, tokenizer)
-    out = Path(args.out)
+    out = Path(args.output_dir)
     save_profile(profile, out / "profile.csv")
     plots.set_style()
     plots.save(plots.id_profile(profile, title=f"Intrinsic dimension per layer ({args.model})"), "profile", out,
@@ -142,18 +148,20 @@ def recommend_command(args) -> int:
     check_real("--offset", args.offset, 0)
     if args.target_modules is not None and not all(args.target_modules):
         raise ValueError(f"--target-modules must name modules, got {args.target_modules!r}")
-    given = load_profile(args.profile) if args.profile else None
+    given = load_profile(args.id_profile) if args.id_profile else None
     model, tokenizer = _load(args)
-    if args.task_type is not None and args.task_type != _task_type_of(model):
-        raise ValueError(f"--task-type {args.task_type} does not fit {args.model} (a {_task_type_of(model)} model): "
-                         "PEFT could not apply the config; leave --task-type out to use the model's own")
+    task_type = None if args.task is None else PEFT_TASKS[args.task]
+    if task_type is not None and task_type != _task_type_of(model):
+        own = {v: k for k, v in PEFT_TASKS.items()}[_task_type_of(model)]
+        raise ValueError(f"--task {args.task} does not fit {args.model} (a {own} model): "
+                         "PEFT could not apply the config; leave --task out to use the model's own")
     profile = given if given is not None else _profile(args, model, tokenizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rank-0 blocks are printed below, with the allocation
         rec = recommend_ranks(model, None, budget=args.budget, rank=args.rank, target_modules=args.target_modules,
                               tokenizer=tokenizer, offset=args.offset, min_rank=args.min_rank, max_rank=args.max_rank,
-                              task_type=args.task_type, profile=profile)
-    out = Path(args.out)
+                              task_type=task_type, profile=profile)
+    out = Path(args.output_dir)
     rec.config.save_pretrained(str(out))
     save_profile(profile, out / "profile.csv")
     print("block  bound  rank")
@@ -196,8 +204,7 @@ def export_command(args) -> int:
     from gelora.models.loading import load_model
 
     transformers.utils.logging.disable_progress_bar()
-    task = "generation" if args.task == "causal-lm" else "classification"
-    model, _ = load_model(args.model, task, args.num_labels if task == "classification" else None)
+    model, _ = load_model(args.model, args.task, args.num_labels if args.task == "classification" else None)
     load_adapter(model, args.adapter, check_base=not args.skip_base_check)
     export_peft_lora(model, args.out, base_model_name_or_path=args.model)
     print(f"wrote a PEFT LoRA adapter to {args.out}: PeftModel.from_pretrained(base_model, {args.out!r})")
@@ -223,9 +230,9 @@ def parser() -> argparse.ArgumentParser:
     recommend.add_argument("--offset", type=float, default=1.0, help="added to every bound before scaling")
     recommend.add_argument("--min-rank", type=int, default=0, help="smallest rank of a block")
     recommend.add_argument("--max-rank", type=int, default=None, help="largest rank of a block")
-    recommend.add_argument("--task-type", default=None, choices=("SEQ_CLS", "CAUSAL_LM"),
-                           help="PEFT task type (default: CAUSAL_LM for decoders, else SEQ_CLS)")
-    recommend.add_argument("--profile", default=None, help="an ID profile CSV to use instead of probing")
+    recommend.add_argument("--task", default=None, choices=tuple(PEFT_TASKS),
+                           help="the PEFT task type written (default: generation for decoders, else classification)")
+    recommend.add_argument("--id-profile", default=None, help="an ID profile CSV to use instead of probing")
     recommend.set_defaults(handler=recommend_command)
     predict = commands.add_parser("predict", help="score a file with an adapter saved by train --save-adapter",
                                   description="Predictions of a saved run on a CSV/TSV/JSONL file (read whole) or a "
@@ -243,7 +250,8 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("adapter", help="folder written by save_adapter")
     export.add_argument("model", help="the base model the adapter was trained on")
     export.add_argument("out", help="folder of the PEFT adapter")
-    export.add_argument("--task", default="classification", choices=("classification", "causal-lm"))
+    export.add_argument("--task", default="classification", choices=tuple(PEFT_TASKS),
+                        help="the base model's head: a classifier or a language model")
     export.add_argument("--num-labels", type=int, default=2, help="classes of the head (classification)")
     export.add_argument("--skip-base-check", action="store_true", help="load onto other base weights anyway")
     export.set_defaults(handler=export_command)

@@ -29,7 +29,7 @@ def texts_file(tmp_path, n=60):
 
 def test_profile_writes_csv_and_figure(tmp_path, capsys):
     assert cli.main(["profile", "tiny-bert", str(texts_file(tmp_path)), "--n-texts", "50", "--max-length", "32",
-                     "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+                     "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 0
     profile = pd.read_csv(tmp_path / "out" / "profile.csv")
     assert profile["layer"].tolist() == [0, 1, 2, 3, 4] and (tmp_path / "out" / "profile.png").exists()
     assert "wrote" in capsys.readouterr().out
@@ -40,7 +40,7 @@ def test_profile_writes_csv_and_figure(tmp_path, capsys):
 def test_recommendation_is_realised_by_plain_peft(tmp_path, capsys, model, targets, task_type):
     out = tmp_path / "rec"
     assert cli.main(["recommend", model, "movie-sentiment", "--n-texts", "80", "--max-length", "32", "--rank", "4",
-                     "--target-modules", *targets, "--out", str(out), "--no-progress"]) == 0
+                     "--target-modules", *targets, "--output-dir", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "LoraConfig.from_pretrained" in printed and "trainable adapter parameters" in printed
     config = LoraConfig.from_pretrained(str(out))
@@ -85,7 +85,7 @@ def test_the_trainer_example_trains_saves_reloads_and_exports(tmp_path):
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     logits = example.main(["--model", "tiny-bert", "--n-train", "64", "--rank", "4", "--batch-size", "8",
-                           "--out", str(tmp_path)])
+                           "--output-dir", str(tmp_path)])
     assert torch.equal(logits[0], logits[1])  # the reloaded adapter
     torch.testing.assert_close(logits[2], logits[0], atol=1e-5, rtol=1e-5)  # plain PEFT
     assert cli.main(["export", str(tmp_path / "lora_sb"), "tiny-bert", str(tmp_path / "exported")]) == 0
@@ -97,7 +97,7 @@ def test_recommend_on_a_local_model_folder(tmp_path, capsys):
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     assert cli.main(["recommend", str(tmp_path / "model"), str(texts_file(tmp_path)), "--n-texts", "50",
-                     "--max-length", "32", "--budget", "3000", "--out", str(tmp_path / "rec"), "--no-progress"]) == 0
+                     "--max-length", "32", "--budget", "3000", "--output-dir", str(tmp_path / "rec"), "--no-progress"]) == 0
     config = LoraConfig.from_pretrained(str(tmp_path / "rec"))
     assert config.task_type == "SEQ_CLS" and len(config.target_modules) > 0
     assert "budget 3,000" in capsys.readouterr().out

@@ -618,7 +618,7 @@ BAD_SETTINGS = [
     ("n_train", 0, r"n_train must be a whole number >= 1 or None, got 0"),
     ("target_modules", [], r"target_modules must be a non-empty list of module names or None"),
     ("test_split", "train", r"test_split must be 'test' or 'validation', got 'train'"),
-    ("profile", "no/such/profile.csv", r"profile must be the path of an ID profile CSV or None, got 'no/such/profile\.csv'"),
+    ("id_profile", "no/such/profile.csv", r"id_profile must be the path of an ID profile CSV or None, got 'no/such/profile\.csv'"),
     ("epochs", 0, r"epochs must be a finite number > 0, got 0\.0"),
     ("warmup_ratio", 1.0, r"warmup_ratio must be a finite number >= 0 and < 1, got 1\.0"),
 ]
@@ -690,7 +690,7 @@ def _(tmp):
 @case("harness", "an edited ID profile changes the run's identity")
 def _(tmp):
     path = profile_csv(tmp, [0, 1, 2, 3, 4], [5.0, 6.0, 7.0, 8.0, 9.0])
-    cfg = config(tmp, method="gelora", profile=str(path))
+    cfg = config(tmp, method="gelora", id_profile=str(path))
     before = run_id(cfg)
     profile_csv(tmp, [0, 1, 2, 3, 4], [5.0, 9.0, 7.0, 8.0, 9.0])
     assert run_id(cfg) != before

@@ -21,7 +21,7 @@ def write_profile(path, dimensions):
 
 
 def gelora_run(tmp_path, profile, **extra):
-    return finetune("gelora", profile=profile, output_dir=str(tmp_path / "runs"), **SETTINGS, **extra)
+    return finetune("gelora", id_profile=profile, output_dir=str(tmp_path / "runs"), **SETTINGS, **extra)
 
 
 def test_a_profile_that_differs_in_its_last_digits_reuses_the_run(tmp_path):
@@ -61,7 +61,7 @@ def test_records_under_the_old_rule_are_renamed_after_a_check_and_then_reused(tm
     record = gelora_run(tmp_path, profile)
     folder = tmp_path / "runs"
     old_name = as_old_record(record, profile, folder)
-    assert run_id(FinetuneConfig("gelora", profile=profile, **SETTINGS)) == record["run_id"] != old_name
+    assert run_id(FinetuneConfig("gelora", id_profile=profile, **SETTINGS)) == record["run_id"] != old_name
     renames, problems = migrate.plan([folder])
     assert [(r.old, r.new, r.checked) for r in renames] == [(old_name, record["run_id"], "profile file")]
     assert problems == []

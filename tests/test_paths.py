@@ -22,14 +22,16 @@ def test_a_path_inside_the_checkout_is_written_relative_and_read_back(tmp_path, 
 
 def test_a_config_writes_and_reads_its_paths_through_the_checkout(tmp_path):
     profile = ROOT / "results" / "cpu" / "id_profile.csv"
-    config = FinetuneConfig("gelora", model="tiny-bert", profile=str(profile), output_dir=str(ROOT / "runs" / "x"),
+    config = FinetuneConfig("gelora", model="tiny-bert", id_profile=str(profile), output_dir=str(ROOT / "runs" / "x"),
                             cache_dir=str(tmp_path / "cache"))
     flat = config.flat()
-    assert flat["profile"] == "results/cpu/id_profile.csv" and flat["output_dir"] == "runs/x"
+    assert flat["id_profile"] == "results/cpu/id_profile.csv" and flat["output_dir"] == "runs/x"
     assert flat["cache_dir"] == str(tmp_path / "cache")
     back = config_from_record(flat)
-    assert back.profile == str(profile) and back.output_dir == str(ROOT / "runs" / "x")
+    assert back.id_profile == str(profile) and back.output_dir == str(ROOT / "runs" / "x")
     assert back.cache_dir == str(tmp_path / "cache")
+    legacy = {("profile" if k == "id_profile" else k): v for k, v in flat.items()}  # the name records had before
+    assert config_from_record(legacy) == back
 
 
 def test_no_committed_record_names_a_machine_s_folder():

@@ -47,40 +47,46 @@ def batches_of(model, tokenizer, labels):
 
 @case("command", "rank 0 is a bad rank, not a bad budget")
 def _(tmp):
-    command(tmp, "recommend", "tiny-bert", "movie-sentiment", "--rank", "0", "--out", str(tmp / "o"),
+    command(tmp, "recommend", "tiny-bert", "movie-sentiment", "--rank", "0", "--output-dir", str(tmp / "o"),
             says="--rank must be a whole number >= 1")
 
 
 @case("command", "negative budget refused before loading")
 def _(tmp):
-    command(tmp, "recommend", "tiny-bert", "movie-sentiment", "--budget", "-3", "--out", str(tmp / "o"),
+    command(tmp, "recommend", "tiny-bert", "movie-sentiment", "--budget", "-3", "--output-dir", str(tmp / "o"),
             says="--budget must be a whole number >= 1")
 
 
 @case("command", "output folder is a file")
 def _(tmp):
     (tmp / "file").write_text("x")
-    command(tmp, "profile", "tiny-bert", "movie-sentiment", "--out", str(tmp / "file"), says="is a file, not a folder")
+    command(tmp, "profile", "tiny-bert", "movie-sentiment", "--output-dir", str(tmp / "file"), says="is a file, not a folder")
 
 
 @case("command", "too few texts")
 def _(tmp):
-    command(tmp, "profile", "tiny-bert", "movie-sentiment", "--n-texts", "2", "--out", str(tmp / "o"),
+    command(tmp, "profile", "tiny-bert", "movie-sentiment", "--n-texts", "2", "--output-dir", str(tmp / "o"),
             says="--n-texts must be a whole number >= 3")
+
+
+@case("command", "fp16 weights on CPU")
+def _(tmp):
+    command(tmp, "profile", "tiny-bert", "movie-sentiment", "--device", "cpu", "--precision", "fp16",
+            "--output-dir", str(tmp / "o"), says="--precision fp16 needs CUDA")
 
 
 @case("command", "cuda on a machine without one")
 def _(tmp):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    command(tmp, "profile", "tiny-bert", "movie-sentiment", "--device", "cuda", "--out", str(tmp / "o"),
+    command(tmp, "profile", "tiny-bert", "movie-sentiment", "--device", "cuda", "--output-dir", str(tmp / "o"),
             says="--device cuda, but this machine has no CUDA device")
 
 
 @case("command", "a causal-LM config for an encoder")
 def _(tmp):
-    command(tmp, "recommend", "tiny-bert", "movie-sentiment", "--rank", "4", "--task-type", "CAUSAL_LM",
-            "--out", str(tmp / "o"), says="--task-type CAUSAL_LM does not fit tiny-bert")
+    command(tmp, "recommend", "tiny-bert", "movie-sentiment", "--rank", "4", "--task", "generation",
+            "--output-dir", str(tmp / "o"), says="--task generation does not fit tiny-bert (a classification model)")
 
 
 @case("command", "train: a missing dataset is one line")
@@ -91,7 +97,7 @@ def _(tmp):
 
 @case("command", "--debug shows the traceback", ValueError, "--rank must be a whole number >= 1")
 def _(tmp):
-    cli.main(["recommend", "tiny-bert", "movie-sentiment", "--rank", "0", "--out", str(tmp / "o"), "--debug"])
+    cli.main(["recommend", "tiny-bert", "movie-sentiment", "--rank", "0", "--output-dir", str(tmp / "o"), "--debug"])
 
 
 # ---------------------------------------------------------------- profiles and overrides

@@ -198,13 +198,13 @@ def test_the_profile_counts_by_content_not_by_where_it_lies(tmp_path):
     for path in (first, second):
         path.parent.mkdir()
         path.write_text("layer,dimension\n0,3.0\n1,4.0\n2,5.0\n3,6.0\n4,7.0\n")
-    here = train.FinetuneConfig("gelora", model="tiny-bert", profile=str(first))
-    there = train.FinetuneConfig("gelora", model="tiny-bert", profile=str(second))
-    assert run_id(here) == run_id(there) and "profile" not in run_identity(here)["settings"]
+    here = train.FinetuneConfig("gelora", model="tiny-bert", id_profile=str(first))
+    there = train.FinetuneConfig("gelora", model="tiny-bert", id_profile=str(second))
+    assert run_id(here) == run_id(there) and "id_profile" not in run_identity(here)["settings"]
     second.write_text("layer,dimension\n0,3.0\n1,9.0\n2,5.0\n3,6.0\n4,7.0\n")  # block 0's bound 1 -> 6
-    changed = train.FinetuneConfig("gelora", model="tiny-bert", profile=str(second))
+    changed = train.FinetuneConfig("gelora", model="tiny-bert", id_profile=str(second))
     assert run_id(changed) != run_id(here)
-    lora = [run_id(train.FinetuneConfig("lora", model="tiny-bert", profile=str(p))) for p in (first, second)]
+    lora = [run_id(train.FinetuneConfig("lora", model="tiny-bert", id_profile=str(p))) for p in (first, second)]
     assert lora[0] == lora[1] == run_id(train.FinetuneConfig("lora", model="tiny-bert"))  # LoRA reads no profile
 
 

@@ -1,7 +1,7 @@
 """The reference runs as a book: a Sphinx site from the committed executed notebooks.
 
     make book                                   # python -m gelora book
-    python -m gelora book --run results/cpu --run results/cpu-llm --out build/book
+    python -m gelora book --run results/cpu --run results/cpu-llm --output-dir build/book
 
 Sphinx with myst-nb and the book theme (execution off: every output is what the run left): a
 sidebar with the chapters, previous/next, an in-page contents, full-text search, numbered figures
@@ -189,12 +189,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", action="append", default=None,
                         help=f"a run folder whose executed/ notebooks become a chapter (repeatable; default: {', '.join(RUNS)})")
-    parser.add_argument("--out", default="build/book", help="site folder (index.html is its entry)")
+    parser.add_argument("--output-dir", default="build/book", help="site folder (index.html is its entry)")
     args = parser.parse_args(argv)
     try:
-        index = build(args.run or tuple(RUNS), args.out)
+        index = build(args.run or tuple(RUNS), args.output_dir)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"book error: {err}", file=sys.stderr)
+        print(f"{PROG}: {err}", file=sys.stderr)
         return 1
     print(f"wrote the book; open {shown(index)}")
     return 0

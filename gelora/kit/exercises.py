@@ -198,7 +198,7 @@ def main(argv=None) -> int:
         try:
             payload = measure(args.profile, args.measure or None)
         except (ValueError, FileNotFoundError, subprocess.CalledProcessError) as err:
-            print(f"exercises error: {err}", file=sys.stderr)
+            print(f"{PROG}: {err}", file=sys.stderr)
             return 1
         out_of_date(write=True)
         failed = sorted(k for k, v in payload["exercises"].items() if not v["holds"])

@@ -261,7 +261,7 @@ def main(argv=None) -> int:
         run(args.profile, args.param, only, args.run_dir, progress=not args.no_progress, columns=columns,
             executed_dir=args.executed_dir)
     except (ValueError, NotebookFailed, FileNotFoundError) as err:
-        print(f"pipeline error: {err}", file=sys.stderr)
+        print(f"{PROG}: {err}", file=sys.stderr)
         return 1
     return 0
 

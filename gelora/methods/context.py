@@ -68,13 +68,13 @@ class BuildContext:
         return torch.utils.data.Subset(self.train_tokens, range(min(count, len(self.train_tokens))))
 
     def allocation(self):
-        """GeLoRA ranks from the ID profile (read from the `profile` setting or probed now; under
+        """GeLoRA ranks from the ID profile (read from the `id_profile` setting or probed now; under
         several processes each probes the same texts, and a shared cache is written under unique names)."""
         config, settings = self.config, self.settings
-        if settings.profile is not None:
-            if not Path(settings.profile).is_file():
-                raise FileNotFoundError(f"ID profile {settings.profile} does not exist")
-            profile = load_profile(settings.profile)
+        if settings.id_profile is not None:
+            if not Path(settings.id_profile).is_file():
+                raise FileNotFoundError(f"ID profile {settings.id_profile} does not exist")
+            profile = load_profile(settings.id_profile)
         else:
             if settings.probe_examples > len(self.train):
                 raise ValueError(f"probe_examples={settings.probe_examples} exceeds the {len(self.train)} training "

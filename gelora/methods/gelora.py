@@ -16,7 +16,7 @@ ROUNDINGS = ("ceil", "round", "floor")
 
 @dataclass
 class GeLoRASettings:
-    profile: str | None = option(None, "ID profile CSV for gelora / gelora_sb (None: probe the training texts now)")
+    id_profile: str | None = option(None, "ID profile CSV for gelora / gelora_sb (None: probe the training texts now)")
     probe_examples: int = option(1000, "texts probed when the ID profile is computed here")
     probe_pooling: str = option("mean", "pooling of that probe: cls | mean | last | tokens")
     gelora_offset: float = option(1.0, "added to every GeLoRA bound before scaling to the budget")
@@ -25,8 +25,8 @@ class GeLoRASettings:
     gelora_rounding: str = option("ceil", "rounding of the bounds without a budget: ceil | round | floor")
 
     def check(self, config) -> None:
-        if self.profile is not None and (not isinstance(self.profile, str) or not Path(self.profile).is_file()):
-            raise ValueError(f"profile must be the path of an ID profile CSV or None, got {self.profile!r} (no such file)")
+        if self.id_profile is not None and (not isinstance(self.id_profile, str) or not Path(self.id_profile).is_file()):
+            raise ValueError(f"id_profile must be the path of an ID profile CSV or None, got {self.id_profile!r} (no such file)")
         check_whole("probe_examples", self.probe_examples, 1)
         check_whole("gelora_min_rank", self.gelora_min_rank, 0)
         check_whole("gelora_max_rank", self.gelora_max_rank, 1, optional=True)

@@ -56,7 +56,7 @@ def _tune(args) -> int:
     tasks = next(t for t in (args.tune, args.efficiency, args.allocators) if t is not None)
     unknown = sorted(set(tasks) - set(folders))
     if unknown:
-        print(f"study error: unknown task(s) {unknown}; the study has {sorted(folders)}", file=sys.stderr)
+        print(f"{PROG}: unknown task(s) {unknown}; the study has {sorted(folders)}", file=sys.stderr)
         return 1
     for task in tasks or list(folders):  # in the order given
         folder = folders[task]
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     try:
         section = readme_section(args.study_dir)
     except (FileNotFoundError, ValueError) as err:
-        print(f"study error: {err}", file=sys.stderr)
+        print(f"{PROG}: {err}", file=sys.stderr)
         return 1
     readme = repo_root() / "README.md"
     if args.check:

@@ -95,7 +95,7 @@ def notebook_grid(model: str, dataset: str, methods: list, seeds: list, referenc
     _, net, _ = task_model(model, dataset)
     targets, budget_used = budget_for(net, target_modules, reference_rank, budget)
     configs = grid_configs(methods, seeds, budget_used, lrs, model=model, dataset=dataset, target_modules=targets,
-                           profile=None if profile is None else str(profile), n_train=n_train, n_eval=n_eval, n_test=n_test,
+                           id_profile=None if profile is None else str(profile), n_train=n_train, n_eval=n_eval, n_test=n_test,
                            test_split=test_split, epochs=epochs, batch_size=batch_size, max_length=max_length,
                            sb_num_samples=sb_num_samples, sb_init_lr=sb_init_lr, max_new_tokens=max_new_tokens, device=device,
                            precision=precision, force=force,
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
         for config in configs:
             print(command_line(config, args.launcher))
     except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"grid error: {err}", file=sys.stderr)
+        print(f"{PROG}: {err}", file=sys.stderr)
         return 1
     return 0
 

@@ -61,7 +61,7 @@ def _run(base, folder: Path, sub: str, **changes):
 
     from gelora.training.config import validate
 
-    config = dataclasses.replace(base, **{"budget": None, "profile": None, "output_dir": str(folder / sub), **changes})
+    config = dataclasses.replace(base, **{"budget": None, "id_profile": None, "output_dir": str(folder / sub), **changes})
     validate(config)
     return config
 

@@ -3,7 +3,7 @@ identity, which reads files and weights, is gelora.training.identity).
 
 Each field carries a one-line help and a group (data, model, method, optimisation, output), shown
 by `python -m gelora train --help`. A method's own settings (LoRA-SB's `sb_num_samples`, GeLoRA's
-`profile`, ...) are not fields here: each method declares them in its own module (its registry
+`id_profile`, ...) are not fields here: each method declares them in its own module (its registry
 entry's `settings`), and a config holds the ones given in `options`. They are read as attributes
 all the same (`config.sb_num_samples`: the given value or the method's default), and given as
 keywords: `FinetuneConfig("lora_sb", sb_num_samples=32)`.
@@ -23,7 +23,9 @@ from gelora.methods.registry import REGISTRY, get_method, options
 
 GROUPS = ("data", "model", "method", "optimisation", "output")
 # settings that name the kit's own folders and files: records write them relative to the checkout
-PATH_SETTINGS = ("output_dir", "cache_dir", "save_adapter", "profile")
+PATH_SETTINGS = ("output_dir", "cache_dir", "save_adapter", "id_profile")
+# settings renamed since records were written: their old names, read as the new ones
+RENAMED = {"profile": "id_profile"}
 def setting(default, group: str, help: str):
     """A config field with its help text and its group on the command line."""
     if group not in GROUPS:
@@ -232,6 +234,7 @@ def config_from_record(values: dict) -> FinetuneConfig:
     written relative to the checkout come back as paths this process can open."""
     known = {f.name for f in dataclasses.fields(FinetuneConfig)} | set(registered_options())
     nested = values.get("options") or {}
-    given = {k: v for k, v in {**values, **nested}.items() if k in known and k != "options"}
+    renamed = {RENAMED.get(k, k): v for k, v in {**values, **nested}.items() if k != "options"}
+    given = {k: v for k, v in renamed.items() if k in known}
     return FinetuneConfig(**{k: from_record(v) if k in PATH_SETTINGS and isinstance(v, str) else v
                              for k, v in given.items()})

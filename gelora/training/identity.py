@@ -18,10 +18,10 @@ from gelora.methods.context import gelora_allocation
 from gelora.methods.registry import get_method
 
 # Settings that do not change the numbers, left out of the run's identity.
-# processes: in the identity's world_size; profile: by the ranks it allocates (identity's
+# processes: in the identity's world_size; id_profile: by the ranks it allocates (identity's
 # content.profile), not by where the file lies or its last digits, so a committed record is reused
 # in a checkout at another path or a profile recomputed on another machine
-NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir", "processes", "profile", "save_adapter")
+NOT_IDENTITY = ("output_dir", "force", "progress", "cache_dir", "processes", "id_profile", "save_adapter")
 # Settings added after records were committed: in the identity only when they differ from these
 # values, so every earlier record keeps its name (a run at these values computes what it did before
 # they existed). These values are frozen: tests/test_train.py fails if a default moves away from them.
@@ -34,7 +34,7 @@ ADDED_LATER = {"block_ranks": None, "prompt_format": "auto", "max_new_tokens": 4
 # where it is given. The defaults are frozen: tests/test_identity.py fails if a method moves one.
 IN_EVERY_IDENTITY = {"sb_num_samples": 64, "sb_init_lr": None, "eva_examples": 256, "adalora_orth_reg": 0.1,
                      "probe_examples": 1000, "probe_pooling": "mean", "gelora_offset": 1.0, "gelora_min_rank": 0,
-                     "gelora_max_rank": None, "gelora_rounding": "ceil", "block_ranks": None, "profile": None}
+                     "gelora_max_rank": None, "gelora_rounding": "ceil", "block_ranks": None, "id_profile": None}
 
 _HASHES: dict = {}
 _WARNED: set = set()  # unpinned hub models already warned about
@@ -102,8 +102,8 @@ def content_fingerprints(config) -> dict:
     data = {}
     for split in ("train", "validation", config.test_split):
         data[split] = [_file_hash(p) for p in data_files(config.dataset, split) if p.is_file()]
-    uses = get_method(config.method).uses_profile and config.profile is not None
-    profile = {"ranks": profile_ranks(config)} if uses and Path(config.profile).is_file() else None
+    uses = get_method(config.method).uses_profile and config.id_profile is not None
+    profile = {"ranks": profile_ranks(config)} if uses and Path(config.id_profile).is_file() else None
     content = {"data": data, "profile": profile, "model": model_fingerprint(config.model, config.seed)}
     if Path(config.dataset).is_file():  # one file divided by a rule: the rule decides what each split holds
         from gelora.data.tasks import FILE_SPLIT
@@ -136,7 +136,7 @@ def profile_ranks(config, dimensions=None) -> list[int]:
                 logging.enable_progress_bar()
         _SHAPES[key] = block_shapes(model, config.target_modules or default_targets(model))
     method = get_method(config.method)
-    profile = load_profile(config.profile) if dimensions is None else list(dimensions)
+    profile = load_profile(config.id_profile) if dimensions is None else list(dimensions)
     allocation = gelora_allocation(profile, config, _SHAPES[key], method.ranks_adapter)
     return [int(r) for r in allocation.ranks]
 

@@ -66,7 +66,7 @@ def plan_record(path: Path) -> Rename | None:
     identity["content"]["profile"] = {"ranks": ranks}
     new = f"{record['run_id'].rsplit('__', 1)[0]}__{identity_digest(identity)}"
     checked = "recorded dimensions"
-    profile = Path(config.profile) if config.profile else None
+    profile = Path(config.id_profile) if config.id_profile else None
     if profile is not None and profile.is_file() and file_sha256(profile) == old_profile:
         if run_id(config) != new:
             computed = run_identity(config)
