@@ -120,6 +120,46 @@ def test_the_study_trains_each_allocation_as_lora_at_the_comparisons_budget(tmp_
     assert set(dict(track.anchors).values()) == {2e-3} and track.results == "allocators/results"
 
 
+def test_an_allocation_is_also_paired_with_uniform_lora_at_its_own_rate(tmp_path):
+    """The same-rate check finds uniform LoRA at the allocation's rate by identity (a selection run
+    in rates/), pairs it on the seeds both have, and its difference is the hand-computed mean; at
+    uniform's own rate it is the comparison itself; at a rate uniform never trained it says so."""
+    import json
+
+    from gelora.analysis.results import load_records, paired_scores
+    from gelora.study.allocators import _matched, uniform_at
+    from gelora.training.config import FinetuneConfig
+
+    from .test_study import N, write_run
+
+    task = tmp_path / "task"
+    base = dict(model="tiny-bert", dataset="movie-sentiment", budget=2048, target_modules=["query", "value"],
+                n_train=64, n_eval=16, max_length=32)
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        write_run(task / "results", "lora", seed, np.zeros(N), config=FinetuneConfig(method="lora", seed=seed, lr=2e-3, **base))
+    at_rate = {seed: (rng.random(N) < 0.8).astype(int) for seed in range(2)}
+    for seed, correct in at_rate.items():
+        write_run(task / "rates", "lora", seed, correct, lr=4e-3,
+                  config=FinetuneConfig(method="lora", seed=seed, lr=4e-3, **base))
+    write_run(task / "rates", "lora", 2, np.ones(N), lr=8e-3, config=FinetuneConfig(method="lora", seed=2, lr=8e-3, **base))
+    ranked = dict(base, budget=None, block_ranks=[1, 2, 3, 2])
+    for seed in range(3):
+        write_run(task / "allocated", "lora", seed, np.ones(N), lr=4e-3,
+                  config=FinetuneConfig(method="lora", seed=seed, lr=4e-3, **ranked))
+    reference = json.loads(next((task / "results").glob("*seed0*.json")).read_text())
+    assert sorted(uniform_at(task, reference, 4e-3)) == [0, 1]  # the 8e-3 run is another rate: never read
+    scores = paired_scores(load_records(task / "allocated"), task / "allocated")["lora"]
+    row = {"lr": 4e-3, "difference": 0.5, "low": 0.4, "high": 0.6, "verdict": "better", "seeds": "0,1,2"}
+    matched = _matched(row, scores, task, reference)
+    assert matched["matched_seeds"] == "0,1"
+    assert matched["matched_difference"] == pytest.approx(1 - np.mean([at_rate[0], at_rate[1]]))
+    same_rate = _matched(dict(row, lr=2e-3), scores, task, reference)
+    assert same_rate == {"matched_difference": 0.5, "matched_low": 0.4, "matched_high": 0.6, "matched_verdict": "better",
+                         "matched_seeds": "0,1,2"}
+    assert _matched(dict(row, lr=1e-3), scores, task, reference)["matched_verdict"] == "no uniform run at this rate"
+
+
 def test_the_sentence_says_what_the_table_shows_and_what_it_cannot():
     import pandas as pd
 
@@ -127,13 +167,25 @@ def test_the_sentence_says_what_the_table_shows_and_what_it_cannot():
 
     table = pd.DataFrame({"allocation": ["uniform", "gelora", "weight_spectrum"], "ranks": [[8] * 6, [7, 7, 7, 7, 10, 10], [8] * 6],
                           "difference": [0.0, 0.0085, 0.0], "low": [0.0, 0.0007, 0.0], "high": [0.0, 0.0163, 0.0],
-                          "verdict": ["reference", "better", "same ranks as uniform"], "random_draws": 0})
+                          "verdict": ["reference", "better", "same ranks as uniform"], "random_draws": 0, "lr": 4e-3,
+                          "matched_difference": [np.nan, 0.0085, np.nan], "matched_low": [np.nan, 0.0007, np.nan],
+                          "matched_high": [np.nan, 0.0163, np.nan], "matched_verdict": [np.nan, "better", np.nan],
+                          "matched_seeds": ["", "0,1,2,3,4", ""]})
     words = allocator_sentence("trec6", table)
     assert "against uniform LoRA: +0.0085 (+0.0007 to +0.0163), **better**" in words
     assert "same runs: weight_spectrum" in words and "nothing here can be called better than chance" in words
     drawn = pd.concat([table, pd.DataFrame({"allocation": ["random_0", "random_1"], "ranks": [[4] * 6, [12] * 6],
                                             "difference": [-0.01, 0.002], "low": [-0.02, -0.008], "high": [0.0, 0.012],
-                                            "verdict": ["not resolved"] * 2})], ignore_index=True)
+                                            "verdict": ["not resolved"] * 2, "matched_verdict": ["not resolved"] * 2,
+                                            "matched_seeds": ["0,1,2"] * 2})],
+                      ignore_index=True)
     drawn["random_draws"] = 2
     drawn["better_than_chance"] = drawn["difference"] > 0.002
     assert "Above every one of the 2 random allocations: gelora (with so few draws" in allocator_sentence("trec6", drawn)
+    assert "survive" not in allocator_sentence("trec6", drawn)  # the same-rate check agrees: nothing to add
+    rate_bound = table.assign(matched_difference=[np.nan, -0.0006, np.nan], matched_low=[np.nan, -0.0224, np.nan],
+                              matched_high=[np.nan, 0.0212, np.nan], matched_verdict=[np.nan, "not resolved", np.nan],
+                              matched_seeds=["", "0,1,2", ""])
+    words = allocator_sentence("trec6", rate_bound)
+    assert "**better** (against uniform LoRA at its rate 0.004, seeds 0,1,2: -0.0006 (-0.0224 to +0.0212), not resolved)" in words
+    assert "does not survive uniform LoRA trained at the same rate: it rests on the rates" in words

@@ -100,10 +100,46 @@ def allocation_track(folder: Path, names=None, draws: int = RANDOM_DRAWS, found:
     return Track(folder, f"{ALLOCATOR_DIR}/results", f"{ALLOCATOR_DIR}/rates", tuple(points), tuple(anchors))
 
 
+def uniform_at(folder: Path, reference: dict, rate: float) -> dict:
+    """Uniform LoRA's per-example scores at `rate` (seed -> scores): the comparison's run with only
+    its rate changed, found by identity among the task's full-length runs (the rate protocol's
+    selection runs in rates/, the comparison's in results/); seeds without such a run are absent."""
+    from gelora.analysis.results import load_records, paired_scores
+    from gelora.training.config import config_from_record
+
+    base = config_from_record(reference["config"])
+    wanted = {run_id(dataclasses.replace(base, lr=float(rate), seed=s)) for s in range(10)}
+    scores: dict = {}
+    for sub in ("results", "rates"):
+        present = [p.stem for p in (folder / sub).glob("*.json") if p.stem in wanted]
+        records = [r for r in load_records(folder / sub, run_ids=present) if r["seed"] not in scores]
+        scores.update(paired_scores(records, folder / sub).get("lora", {}) if records else {})
+    return scores
+
+
+def _matched(row: dict, scores: dict, folder: Path, reference: dict) -> dict:
+    """The row's allocation against uniform LoRA trained at the allocation's own rate (the seeds
+    both have): a verdict that changes here rests on the two rates chosen, not on the ranks."""
+    from gelora.analysis.results import paired_arrays
+    from gelora.analysis.stats import paired_interval
+
+    if row["lr"] == reference["lr"]:
+        return {"matched_difference": row["difference"], "matched_low": row["low"], "matched_high": row["high"],
+                "matched_verdict": row["verdict"], "matched_seeds": row["seeds"]}
+    a, b, used, _ = paired_arrays(scores, uniform_at(folder, reference, row["lr"]))
+    if not used:
+        return {"matched_difference": np.nan, "matched_low": np.nan, "matched_high": np.nan,
+                "matched_verdict": "no uniform run at this rate", "matched_seeds": ""}
+    result = paired_interval(a, b)
+    return {"matched_difference": result.difference, "matched_low": result.low, "matched_high": result.high,
+            "matched_verdict": result.verdict, "matched_seeds": ",".join(map(str, used))}
+
+
 def allocator_table(folder: Path, seeds=(0, 1, 2, 3, 4)) -> pd.DataFrame:
-    """Every settled allocation against uniform LoRA (paired over seeds and test examples) and
-    against the random draws: 'better than chance' when its test mean lies above every random
-    draw's (how many draws is in the table)."""
+    """Every settled allocation against uniform LoRA (paired over seeds and test examples), each
+    at its own protocol-chosen rate, then against uniform LoRA at the allocation's rate (the
+    `matched_` columns, on the seeds trained there), and against the random draws: 'better than
+    chance' when its test mean lies above every random draw's (how many draws is in the table)."""
     from gelora.analysis.results import load_records, paired_arrays, paired_scores
     from gelora.analysis.stats import paired_interval
     from gelora.study.rates import choices, comparison_configs
@@ -126,6 +162,8 @@ def allocator_table(folder: Path, seeds=(0, 1, 2, 3, 4)) -> pd.DataFrame:
                          "difference": 0.0 if result is None else result.difference,
                          "low": 0.0 if result is None else result.low, "high": 0.0 if result is None else result.high,
                          "verdict": "reference" if result is None else result.verdict, "seeds": ",".join(map(str, used))})
+            if method != "lora":
+                rows[-1].update(_matched(rows[-1], scores[method], folder, own["lora"]))
     for label, (choice, _) in state.items():
         if not choice.settled:
             continue
@@ -134,12 +172,14 @@ def allocator_table(folder: Path, seeds=(0, 1, 2, 3, 4)) -> pd.DataFrame:
         if not present:
             continue
         records = [dict(r, method=label) for r in load_records(where, run_ids=present)]
-        a, b, used, _ = paired_arrays(paired_scores(records, where)[label], ref_scores)
+        own_scores = paired_scores(records, where)[label]
+        a, b, used, _ = paired_arrays(own_scores, ref_scores)
         result = paired_interval(a, b)
         rows.append({"allocation": label.split(":", 1)[1], "ranks": records[0]["config"]["block_ranks"],
                      "adapter_params": records[0]["adapter_params"], "lr": choice.rate, "test": float(a.mean()),
                      "difference": result.difference, "low": result.low, "high": result.high,
                      "verdict": result.verdict, "seeds": ",".join(map(str, used))})
+        rows[-1].update(_matched(rows[-1], own_scores, folder, own["lora"]))
     uniform = next((r for r in rows if r["allocation"] == "uniform"), None)
     for name, allocation in found.items():  # the same ranks as uniform LoRA: the same computation, not retrained
         if uniform and name not in IN_COMPARISON and allocation.ranks == found["uniform"].ranks:
@@ -161,8 +201,16 @@ def allocator_sentence(task: str, table: pd.DataFrame) -> str:
     draws = int(table["random_draws"].iloc[0])
     same = [a for a in rows.index if rows.loc[a, "verdict"] == "same ranks as uniform"]
     trained = [a for a in rows.index if a not in IN_COMPARISON and a not in same]
-    said = lambda a: (f"{rows.loc[a, 'difference']:+.4f} ({rows.loc[a, 'low']:+.4f} to {rows.loc[a, 'high']:+.4f}), "
-                      f"**{rows.loc[a, 'verdict']}**")
+    def said(a):
+        words = (f"{rows.loc[a, 'difference']:+.4f} ({rows.loc[a, 'low']:+.4f} to {rows.loc[a, 'high']:+.4f}), "
+                 f"**{rows.loc[a, 'verdict']}**")
+        if not rows.loc[a, "matched_seeds"]:
+            words += f" (uniform LoRA has no run at its rate {rows.loc[a, 'lr']:g} to check it against)"
+        elif rows.loc[a, "matched_verdict"] != rows.loc[a, "verdict"]:  # the same-rate check disagrees
+            words += (f" (against uniform LoRA at its rate {rows.loc[a, 'lr']:g}, seeds {rows.loc[a, 'matched_seeds']}: "
+                      f"{rows.loc[a, 'matched_difference']:+.4f} ({rows.loc[a, 'matched_low']:+.4f} to "
+                      f"{rows.loc[a, 'matched_high']:+.4f}), {rows.loc[a, 'matched_verdict']})")
+        return words
     words = f"**{task}**: "
     if "gelora" in rows.index:
         words += f"GeLoRA (ranks {rows.loc['gelora', 'ranks']}) against uniform LoRA: {said('gelora')}. "
@@ -170,6 +218,16 @@ def allocator_sentence(task: str, table: pd.DataFrame) -> str:
         words += f"Same ranks as uniform, so the same runs: {', '.join(same)}. "
     if trained:
         words += "Trained allocators against uniform: " + "; ".join(f"{a} {said(a)}" for a in trained) + ". "
+    resolved = [a for a in [*(["gelora"] if "gelora" in rows.index else []), *trained]
+                if rows.loc[a, "verdict"] in ("better", "worse")]
+    rest = [a for a in resolved if rows.loc[a, "matched_verdict"] != rows.loc[a, "verdict"]]
+    if rest:  # verdicts that change when uniform LoRA trains at the allocation's rate
+        one = len(rest) == 1
+        which = ("The resolved verdict does not survive" if len(resolved) == 1 else
+                 f"None of the {len(resolved)} resolved verdicts survives" if len(rest) == len(resolved) else
+                 f"Of the {len(resolved)} resolved verdicts, {', '.join(rest)} {'does' if one else 'do'} not survive")
+        words += (f"{which} uniform LoRA trained at the same rate: {'it rests' if one else 'they rest'} on the rates "
+                  "the protocol chose for the two, not on the ranks. ")
     if not draws:
         return words + (f"No random allocation has been trained yet (`python -m gelora study --allocators {task}`), so "
                         "nothing here can be called better than chance: against uniform alone, geometry cannot be told "
