@@ -22,6 +22,7 @@ from pathlib import Path
 # `shown`, and other modules `resolve` / `repo_root`, from here too
 from gelora.kit.paths import notebooks, repo_root, resolve, shown  # noqa: F401
 from gelora.kit.profiles import available_profiles, check_type, declared_parameters, literal_value, load_profile, parse_override
+from gelora.kit.settle import changed, settle
 
 PROG = "python -m gelora.kit.pipeline"  # `gelora run` sets its own name in help and errors
 
@@ -233,6 +234,8 @@ def run(profile_name: str = "cpu", overrides: list[str] = (), only: list[str] | 
         mark(out, "completed")
         print(f"      done in {time.perf_counter() - start:.0f} s -> {out}", flush=True)
         outputs.append(out)
+    written = {folder, *(resolve(p[k]) for _, p in steps for k in ("run_dir", "figures_dir") if p.get(k))}
+    settle(changed(repo_root(), sorted(written)), repo_root())
     return outputs
 
 

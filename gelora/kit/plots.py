@@ -163,10 +163,15 @@ def rank_sensitivity(table: pd.DataFrame, title: str = "How the ranks depend on 
 
 
 def spectra(values: dict[str, np.ndarray], ax=None, title: str = "Singular values of the estimated update"):
-    """Normalised singular values (s_i / s_1) of each layer's update, log scale."""
+    """Normalised singular values (s_i / s_1) of each layer's update, log scale, down to the SVD's
+    resolution (len(s) x machine epsilon of s_1, numpy's numerical-rank rule): values below it are
+    rounding noise that differs from machine to machine, not directions of the update."""
     fig, ax = _axes(ax)
     for name, s in values.items():
-        ax.plot(np.arange(1, len(s) + 1), s / s[0], lw=1.2, label=name)
+        s = np.asarray(s)
+        ratio = s / s[0]
+        kept = ratio > len(s) * np.finfo(s.dtype if s.dtype.kind == "f" else np.float64).eps
+        ax.plot(np.arange(1, len(s) + 1)[kept], ratio[kept], lw=1.2, label=name)
     ax.set_yscale("log")
     ax.set(xlabel="index i", ylabel="$s_i / s_1$ (log scale)", title=title)
     if len(values) <= 12:

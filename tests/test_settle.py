@@ -1,0 +1,108 @@
+"""A rerun's outputs keep their committed bytes only when they equal them up to floating-point
+noise: a table, a JSON file, a figure and an executed notebook perturbed at 1e-9 are put back; the
+same files changed at 1e-3, by a word or by a moved line keep the new bytes."""
+import base64
+import io
+import json
+import subprocess
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from gelora.kit import plots  # noqa: E402
+from gelora.kit.settle import changed, settle  # noqa: E402
+
+
+def figure_png(ys) -> bytes:
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot(ys)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def notebook(number: float, png: bytes, seconds: float, chunks=("lora seed 0: done\n", "lora seed 1: done\n")) -> str:
+    cell = {"cell_type": "code", "id": "abc", "execution_count": 1, "source": ["say(x)"],
+            "metadata": {"papermill": {"duration": seconds}},
+            "outputs": [*({"output_type": "stream", "name": "stdout", "text": [text]} for text in chunks),
+                        {"output_type": "stream", "name": "stdout", "text": [f"the bound is {number} at layer 2\n"]},
+                        {"output_type": "display_data", "metadata": {},
+                         "data": {"image/png": base64.b64encode(png).decode(), "text/plain": ["<Figure>"]}}]}
+    return json.dumps({"cells": [cell], "metadata": {"papermill": {"duration": seconds}, "gelora": {"status": "completed"}},
+                       "nbformat": 4, "nbformat_minor": 5})
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A git repository with a table, a JSON file, a figure and an executed notebook committed."""
+    run = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    run("init", "-q")
+    out = tmp_path / "results"
+    out.mkdir()
+    pd.DataFrame({"layer": [0, 1], "dimension": [39.756685132388164, 37.659062785057415],
+                  "note": [None, "a"]}).to_csv(out / "p.csv", index=False)  # an empty cell
+    (out / "r.json").write_text(json.dumps({"ranks": [7, 10], "dimensions": [39.756685132388164, 1.7242985716345416]}))
+    ys = np.linspace(0, 1, 50) ** 2
+    (out / "f.png").write_bytes(figure_png(ys))
+    (out / "f.pdf").write_bytes(b"%PDF committed")
+    (out / "n.ipynb").write_text(notebook(39.756685132388164, figure_png(ys), 1.5))
+    run("add", ".")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "outputs")
+    return tmp_path, ys
+
+
+def rewrite(root, ys, scale: float, word: str = "layer", bend: float = 0.0):
+    """The outputs as a rerun writes them: numbers times (1 + scale), a word, a figure bent."""
+    out = root / "results"
+    pd.DataFrame({word: [0, 1], "dimension": [39.756685132388164 * (1 + scale), 37.659062785057415],
+                  "note": [None, "a"]}).to_csv(out / "p.csv", index=False)
+    (out / "r.json").write_text(json.dumps({"ranks": [7, 10], "dimensions": [39.756685132388164 * (1 + scale),
+                                                                            1.7242961572566458]}))
+    bent = ys + bend * np.sin(np.arange(len(ys)))
+    (out / "f.png").write_bytes(figure_png(bent))
+    (out / "f.pdf").write_bytes(b"%PDF rerun")
+    (out / "n.ipynb").write_text(notebook(39.756685132388164 * (1 + scale), figure_png(bent), 2.5,
+                                          chunks=("lora seed 0: done\nlora seed 1: done\n",)))  # other pieces
+    return sorted(changed(root, ["results"]))
+
+
+def test_noise_keeps_the_committed_bytes(repo):
+    root, ys = repo
+    rewritten = rewrite(root, ys, 1e-9, bend=1e-5)  # anti-aliasing moves: RMS 0.04
+    assert [p.name for p in rewritten] == ["f.pdf", "f.png", "n.ipynb", "p.csv", "r.json"]
+    kept = settle(rewritten, root, log=lambda *_: None)
+    assert sorted(p.name for p in kept) == ["f.pdf", "f.png", "n.ipynb", "p.csv", "r.json"]
+    assert changed(root, ["results"]) == []  # git status clean
+
+
+@pytest.mark.parametrize("change", ["number", "word", "figure"])
+def test_a_real_change_keeps_the_new_bytes(repo, change):
+    root, ys = repo
+    rewritten = rewrite(root, ys, 1e-3 if change == "number" else 1e-9, word="depth" if change == "word" else "layer",
+                        bend=2e-3 if change == "figure" else 0.0)  # 0.3 px: RMS 3.6
+    settle(rewritten, root, log=lambda *_: None)
+    new = {"number": {"p.csv", "r.json", "n.ipynb"}, "word": {"p.csv"}, "figure": {"f.png", "f.pdf", "n.ipynb"}}[change]
+    assert {p.name for p in changed(root, ["results"])} == new  # only what really changed differs from HEAD
+
+
+def test_outside_a_repository_nothing_is_touched(tmp_path):
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    assert changed(tmp_path, [tmp_path]) == [] and settle([tmp_path / "a.csv"], tmp_path, log=lambda *_: None) == []
+
+
+def test_the_spectrum_stops_at_the_svd_resolution():
+    """A rank-3 matrix has three singular values; the rest are rounding noise, not drawn."""
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(40, 3)) @ rng.normal(size=(3, 30))
+    values = np.linalg.svd(matrix, compute_uv=False)
+    assert values[3] > 0  # the noise is there
+    fig = plots.spectra({"m": values})
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == [1, 2, 3]
+    plt.close(fig)
