@@ -75,7 +75,7 @@ def test_each_method_trains_what_its_formula_says(name, profile_csv):
     model, tokenizer = load_model("tiny-bert", "classification", 2, seed=0)
     train = load_dataset("movie-sentiment", "train").subset(64, seed=0)
     config = FinetuneConfig(name, model="tiny-bert", target_modules=TARGETS, budget=None if name == "full" else BUDGET,
-                            profile=profile_csv, sb_num_samples=16, eva_examples=32, batch_size=8, max_length=32,
+                            id_profile=profile_csv, sb_num_samples=16, eva_examples=32, batch_size=8, max_length=32,
                             progress=False)
     ctx = BuildContext(config, model, tokenizer, train, tokenize(train, tokenizer, 32), total_steps=40,
                                warmup_steps=2, lr=1e-3, device="cpu")
