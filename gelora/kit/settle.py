@@ -25,7 +25,6 @@ from pathlib import Path
 RTOL = 1e-5  # float32 sums carry about 7 significant digits; a difference of two (an ID increment) loses one or two
 IMAGE_TOL = 0.3  # RMS over pixels on 0-255: seen 0.01-0.1 across machines; a line moved by 0.3 px gives 3.6
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
-TIMINGS = ("start_time", "end_time", "duration")
 
 
 def committed(path: Path, root: Path) -> bytes | None:
