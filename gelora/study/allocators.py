@@ -119,7 +119,7 @@ def uniform_at(folder: Path, reference: dict, rate: float) -> dict:
 
 def _matched(row: dict, scores: dict, folder: Path, reference: dict) -> dict:
     """The row's allocation against uniform LoRA trained at the allocation's own rate (the seeds
-    both have): a verdict that changes here rests on the two rates chosen, not on the ranks."""
+    both have): a verdict that changes here cannot be credited to the ranks."""
     from gelora.analysis.results import paired_arrays
     from gelora.analysis.stats import paired_interval
 
@@ -226,8 +226,9 @@ def allocator_sentence(task: str, table: pd.DataFrame) -> str:
         which = ("The resolved verdict does not survive" if len(resolved) == 1 else
                  f"None of the {len(resolved)} resolved verdicts survives" if len(rest) == len(resolved) else
                  f"Of the {len(resolved)} resolved verdicts, {', '.join(rest)} {'does' if one else 'do'} not survive")
-        words += (f"{which} uniform LoRA trained at the same rate: {'it rests' if one else 'they rest'} on the rates "
-                  "the protocol chose for the two, not on the ranks. ")
+        words += (f"{which} uniform LoRA trained at the same rate: at one rate the ranks' effect is not shown, so "
+                  f"{'this verdict' if one else 'these verdicts'} cannot be credited to the ranks (the rates chosen "
+                  f"for the two may carry {'it' if one else 'them'}). ")
     if not draws:
         return words + (f"No random allocation has been trained yet (`python -m gelora study --allocators {task}`), so "
                         "nothing here can be called better than chance: against uniform alone, geometry cannot be told "
