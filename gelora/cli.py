@@ -33,7 +33,7 @@ from gelora import __version__
 # One spelling per concept across the commands: --precision as `gelora train` spells it, --task as its
 # data settings do, --output-dir for the folder a command writes, --id-profile for an ID-profile CSV
 # (--profile is a YAML preset, in `gelora run`, `grid` and `exercises`).
-WEIGHTS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+WEIGHTS = {"fp32": "float32", "fp64": "float64", "bf16": "bfloat16", "fp16": "float16"}
 PEFT_TASKS = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}
 
 
@@ -48,7 +48,8 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (bounds GPU memory)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
     parser.add_argument("--precision", default="auto", choices=("auto", *WEIGHTS),
-                        help="the model's weights (auto: bf16 on a GPU that supports it, fp16 on another GPU, else fp32)")
+                        help="the model's weights (auto: bf16 on a GPU that supports it, fp16 on another GPU, else fp32; "
+                             "fp64: profiles that agree across machines to many digits)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the subset of texts and the bootstrap")
     parser.add_argument("--output-dir", default="gelora-out", help="folder of the outputs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

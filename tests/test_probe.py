@@ -92,3 +92,38 @@ def test_nan_states_are_an_error(tiny_bert):
         model.bert.encoder.layer[1].output.dense.bias.fill_(float("nan"))
     with pytest.raises(ValueError, match="layer 2 hidden states contain NaN"):
         hidden_states(model, tokenizer, TEXTS, progress=False)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "tokens"])
+def test_fp64_probe_is_a_float64_forward_and_leaves_the_model_as_it_was(pooling, tiny_bert, tiny_llama):
+    """precision='fp64' gives exactly the states of a float64 copy of the model; afterwards every
+    parameter and buffer (the decoder's rotary frequencies) has its dtype back and a float32 probe
+    gives the same states as before."""
+    import copy
+
+    for model, tokenizer in (tiny_bert, tiny_llama):
+        options = dict(pooling=pooling, batch_size=4, progress=False, max_points=10_000)
+        dtypes = {name: t.dtype for name, t in [*model.named_parameters(), *model.named_buffers()]}
+        before = hidden_states(model, tokenizer, TEXTS, **options)
+        reference = hidden_states(copy.deepcopy(model).double(), tokenizer, TEXTS, **options)
+        states = hidden_states(model, tokenizer, TEXTS, precision="fp64", **options)
+        assert all(np.array_equal(a, b) for a, b in zip(states, reference))
+        assert {name: t.dtype for name, t in [*model.named_parameters(), *model.named_buffers()]} == dtypes
+        after = hidden_states(model, tokenizer, TEXTS, **options)
+        assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_fp64_states_do_not_depend_on_how_texts_are_batched(tiny_bert):
+    """Batching changes the shapes of the products, so float32 states move in their last digits
+    (here by up to ~1,400 float32 steps, as they move between machines); float64 states rounded to
+    float32 stay within one step."""
+    model, tokenizer = tiny_bert
+    one, six = (hidden_states(model, tokenizer, TEXTS, pooling="tokens", batch_size=b, precision="fp64",
+                              progress=False, max_points=10_000) for b in (1, 6))
+    for a, b in zip(one, six):
+        assert (np.abs(a - b) <= np.spacing(np.abs(a))).all()
+
+
+def test_unknown_probe_precision_is_refused(tiny_bert):
+    with pytest.raises(ValueError, match="precision must be None .* 'fp64'.*got 'float64'"):
+        hidden_states(*tiny_bert, TEXTS, precision="float64", progress=False)

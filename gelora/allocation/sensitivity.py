@@ -14,11 +14,12 @@ from gelora.probing.probe import hidden_states, profile_from_states
 def rank_sensitivity(model, tokenizer, data, shapes, budget: int, n_examples: int, sizes=(), pooling: str = "mean",
                      poolings=("cls", "mean", "tokens"), offset: float = 1.0, min_rank: int = 0,
                      max_rank: int | None = None, max_length: int = 64, seed: int = 0, cache_dir=None,
-                     max_points: int = 5000) -> pd.DataFrame:
+                     max_points: int = 5000, precision: str | None = None) -> pd.DataFrame:
     """One row per (variant, block): the GeLoRA rank and bound at `budget` when the profile is
     estimated another way. Variants: four TwoNN fits on `pooling` states of `n_examples` texts,
     the other `poolings`, and `pooling` on each of `sizes` texts."""
-    probe = dict(max_length=max_length, seed=seed, cache_dir=cache_dir, progress=False, max_points=max_points)
+    probe = dict(max_length=max_length, seed=seed, cache_dir=cache_dir, progress=False, max_points=max_points,
+                 precision=precision)
     subset = data.subset(n_examples, seed=seed)
     texts, pairs = subset.texts, subset.text_pairs
     variants = {}

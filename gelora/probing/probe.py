@@ -23,6 +23,7 @@ from gelora.core.records import atomic_write
 from gelora.geometry.twonn import TwoNN
 
 POOLINGS = ("cls", "mean", "last", "tokens")
+PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64}  # the forward's precision when not the model's own
 PROFILE_COLUMNS = ["layer", "dimension", "std_error", "ci_low", "ci_high", "n_points", "n_distinct",
                    "n_duplicates", "n_used", "pooling", "method", "discard_fraction", "note"]
 
@@ -72,7 +73,8 @@ def _token_choice(lengths: np.ndarray, max_points: int, seed: int) -> list[np.nd
 def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean", max_length: int = 128,
                   batch_size: int = 32, max_points: int = 5000, seed: int = 0,
                   cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                  text_pairs: Sequence[str] | None = None, padding_side: str = "right") -> list[np.ndarray]:
+                  text_pairs: Sequence[str] | None = None, padding_side: str = "right",
+                  precision: str | None = None) -> list[np.ndarray]:
     """Pooled hidden states per layer: a list of L + 1 float32 arrays (embedding output first).
 
     pooling: `cls` (first token), `mean` (average of non-padding tokens), `last` (last
@@ -80,8 +82,11 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
     `max_points` with `seed`). text_pairs: second sentences of a pair task, tokenised with their
     first sentences as the model sees them in fine-tuning. padding_side: where a batch pads its
     shorter texts ('left', as decoders generate, gets explicit position ids so every token keeps its
-    position); the pooled states do not depend on it. Gradients are off and the model's mode is
-    restored.
+    position); the pooled states do not depend on it. precision: None runs the model as loaded;
+    'fp64' runs the forward in float64 (the states are stored as float32): TwoNN's nearest
+    neighbours include near-duplicate tokens whose distances float32 rounding moves by percents,
+    so float32 forwards on two machines give profiles that differ in the 4th digit, float64 ones
+    agree. The model's dtypes, like its mode, are restored. Gradients are off.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
@@ -92,6 +97,8 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
     for name, value, low in (("max_length", max_length, 2), ("batch_size", batch_size, 1),
                              ("max_points", max_points, 3), ("seed", seed, 0)):
         check_whole(name, value, low)
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be None (the model's own) or one of {sorted(PRECISIONS)}, got {precision!r}")
     texts = _check_texts(texts)
     if text_pairs is not None and len(_check_texts(text_pairs)) != len(texts):
         raise ValueError(f"text_pairs has {len(text_pairs)} texts for {len(texts)} first sentences")
@@ -102,6 +109,7 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
             "pairs": None if text_pairs is None else hashlib.sha256("\x00".join(text_pairs).encode()).hexdigest(),
             "pooling": pooling, "max_length": max_length, "max_points": max_points if pooling == "tokens" else None,
             "seed": seed if pooling == "tokens" else None, **({"padding": "left"} if padding_side == "left" else {}),
+            **({"precision": precision} if precision is not None else {}),
         }, sort_keys=True).encode()).hexdigest()[:24]
         cache_file = Path(cache_dir) / f"hidden-{pooling}-{key}.npz"
         if cache_file.exists():
@@ -120,8 +128,11 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
     outputs: list[np.ndarray] | None = None
     n_rows = int(row_of[-1]) if picks else len(texts)
     was_training = net.training
+    dtypes = _float_dtypes(net)
     net.eval()
     try:
+        if precision is not None:
+            net.to(PRECISIONS[precision])
         with torch.inference_mode():
             for start in tqdm(range(0, len(texts), batch_size), desc=f"probe ({pooling})", disable=not progress):
                 batch = order[start:start + batch_size]
@@ -139,7 +150,7 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
                     outputs = [np.empty((n_rows, h.shape[-1]), dtype=np.float32) for h in states]
                 m = mask.to(device).unsqueeze(-1)
                 for j, h in enumerate(states):
-                    h = h.float()
+                    h = h if h.dtype == torch.float64 else h.float()  # pooled before rounding to float32
                     if not torch.isfinite(h).all():
                         raise ValueError(f"layer {j} hidden states contain NaN or inf")
                     if pooling == "cls":
@@ -156,9 +167,27 @@ def hidden_states(model, tokenizer, texts: Sequence[str], pooling: str = "mean",
                         outputs[j][batch] = pooled.cpu().numpy()
     finally:
         net.train(was_training)
+        if precision is not None:
+            _restore_dtypes(net, dtypes)
     if cache_file is not None:
         _write_cache(cache_file, outputs)
     return outputs
+
+
+def _float_dtypes(net) -> dict:
+    """Each floating parameter's and buffer's dtype, by where it lives (casting replaces buffers)."""
+    return {(module, kind, key): tensor.dtype for module in net.modules()
+            for kind in ("_parameters", "_buffers") for key, tensor in getattr(module, kind).items()
+            if tensor is not None and tensor.is_floating_point()}
+
+
+def _restore_dtypes(net, dtypes: dict) -> None:
+    for (module, kind, key), dtype in dtypes.items():
+        tensor = getattr(module, kind)[key]
+        if kind == "_parameters":
+            tensor.data = tensor.data.to(dtype)
+        else:
+            module._buffers[key] = tensor.to(dtype)
 
 
 def _read_cache(path: Path, n_rows: int | None) -> list[np.ndarray] | None:
