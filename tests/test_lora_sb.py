@@ -345,3 +345,19 @@ def test_a_failed_apply_or_load_leaves_the_model_untouched(tiny_bert, batches, t
     assert [n for n, _ in other.named_modules()] == structure and not adapter_layers(other)
     with pytest.raises(FileNotFoundError, match="not a folder written by save_adapter"):
         load_adapter(other, tmp_path / "nothing")
+
+
+def test_truncation_error_by_hand_and_exactly_zero_at_full_rank():
+    """diag(3, 2, 1): dropping 2 and 1 leaves sqrt(5/14), dropping 1 sqrt(1/14), keeping all 0
+    (exactly, not float noise); a random matrix matches ||M - M_r|| / ||M|| from its SVD."""
+    from gelora.models.spectra import singular_values, truncation_error
+
+    np.testing.assert_allclose(truncation_error([3.0, 2.0, 1.0], [0, 1, 2, 3]),
+                               [1.0, np.sqrt(5 / 14), np.sqrt(1 / 14), 0.0], rtol=1e-15)
+    M = torch.randn(30, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+    errors = truncation_error(singular_values(M), range(21))
+    assert errors[20] == 0.0
+    for r in (1, 5, 19):
+        direct = torch.linalg.matrix_norm(M - U[:, :r] @ torch.diag(S[:r]) @ Vh[:r]) / torch.linalg.matrix_norm(M)
+        assert errors[r] == pytest.approx(float(direct), rel=1e-12)

@@ -82,7 +82,35 @@ def readme_section(study_dir: str | Path = STUDY_DIR) -> str:
     out += ["**The claims tested directly** (notebook 06; every point against LoRA r = 8 at the study's budget and the rate "
             "confirmed at full length, three seeds, paired, 95 % intervals; 'matches': the whole interval within ± 0.01):", "",
             direct_tests(study_dir)]
+    out += ["", allocators_text(study_dir)]
     return "\n".join(out).rstrip() + "\n"
+
+
+def allocators_text(study_dir: str | Path = STUDY_DIR) -> str:
+    """Notebook 06's allocator comparison as a table per task, with its sentence: every allocation
+    at the budget of uniform LoRA r = 8, each at its protocol-chosen rate, paired with uniform."""
+    from gelora.study.allocators import ALLOCATOR_DIR, allocator_sentence, allocator_table
+
+    out = ["**Does geometry allocate ranks better than chance?** (notebook 06, section 5; LoRA at the budget of "
+           "uniform r = 8 with the ranks per block each allocator gives, every allocation at its own rate chosen by the "
+           "protocol, paired with uniform LoRA; 'same rate': against uniform LoRA trained at the allocation's rate):", ""]
+    for task, folder in task_folders(study_dir).items():
+        table = allocator_table(folder) if (Path(folder) / ALLOCATOR_DIR / "results").is_dir() else pd.DataFrame()
+        if table.empty:
+            continue
+        out += [f"| {task}: allocation | ranks per block | lr | test | against uniform | same rate | above every "
+                "random draw |", "|:--|:--|--:|--:|:--|:--|:--|"]
+        uniform_lr = table.loc[table["allocation"] == "uniform", "lr"].iloc[0]
+        for r in table.itertuples():
+            against = "reference" if r.verdict == "reference" else r.verdict if r.verdict == "same ranks as uniform" \
+                else f"**{r.verdict}** {r.difference:+.4f} ({r.low:+.4f} to {r.high:+.4f})"
+            matched = getattr(r, "matched_verdict", np.nan)
+            same = "" if not isinstance(matched, str) else "uniform's rate" if r.lr == uniform_lr else \
+                f"{matched} {r.matched_difference:+.4f} ({r.matched_low:+.4f} to {r.matched_high:+.4f}), seeds {r.matched_seeds}"
+            chance = "" if r.allocation.startswith("random_") else "yes" if r.better_than_chance else "no"
+            out.append(f"| {r.allocation} | {list(r.ranks)} | {r.lr:.3g} | {r.test:.4f} | {against} | {same} | {chance} |")
+        out += ["", allocator_sentence(task, table), ""]
+    return "\n".join(out).rstrip() if len(out) > 2 else ""
 
 
 def power_text(table: pd.DataFrame, effect: float = 0.01) -> str:
