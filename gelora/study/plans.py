@@ -32,8 +32,8 @@ EFFICIENCY_DIR = "efficiency"
 # LoRA at the study's budget is also trained at the chosen rate x each of these factors.
 REFERENCE_FACTORS = (0.2,)
 REFERENCE_DIR = "reference"
-BLOCK_RANKS = (2, 8, 32)  # the per-block sweep: one block adapted at each rank, the others not at all
-BLOCK_SEEDS = (0,)  # one seed: the interval comes from resampling the test examples
+BLOCK_RANKS = (1, 2, 4, 8, 16, 32, 64)  # the per-block sweep: one block adapted at each rank, the others not at all
+BLOCK_SEEDS = (0, 1, 2)  # three seeds: the interval is seed-aware (t on seed means plus the test examples)
 BLOCK_DIR = "block_sweep"
 
 
@@ -187,11 +187,21 @@ def reference_choice(folder: Path, reference: str = "lora", factors=REFERENCE_FA
 
 
 def block_sweep_configs(folder: Path, ranks=BLOCK_RANKS, seeds=BLOCK_SEEDS) -> list:
-    """The per-block rank sweep: LoRA on one block only, at each rank, every other block left
-    unadapted (so the block alone carries the adaptation), at the study's LoRA rate, on the
-    sweep's training-set size, scored on validation at the end and on test."""
+    """The per-block rank sweep: LoRA on one block only, at each rank the block's matrices allow,
+    every other block left unadapted (so the block alone carries the adaptation), at uniform LoRA's
+    rate as the protocol chose it at full length (the short sweep's where the protocol has not
+    settled it), on the sweep's training-set size (100 steps: 7 ranks x 3 seeds x every block is
+    what makes the need testable, and full length would cost 4x), scored on validation and test."""
+    from gelora.study.rates import choices
+
     base, chosen, n_train = _study_settings(folder)
-    blocks = len(next(r for r in task_records(folder) if r["method"] == "lora")["ranks"])
-    return [_run(base, folder, f"{BLOCK_DIR}/results", method="lora", seed=seed, n_train=n_train, evals=1, lr=chosen["lora"],
+    protocol = choices(folder).get("lora")
+    lr = protocol[0].rate if protocol and protocol[0].settled else chosen["lora"]
+    records = task_records(folder)
+    blocks = len(next(r for r in records if r["method"] == "lora")["ranks"])
+    # a matrix's rank is at most its smaller side: the number of singular values full fine-tuning recorded
+    side = min((len(v) for r in records if r["method"] == "full" for v in (r.get("update_spectra") or {}).values()),
+               default=None)
+    return [_run(base, folder, f"{BLOCK_DIR}/results", method="lora", seed=seed, n_train=n_train, evals=1, lr=lr,
                  block_ranks=[rank if b == block else 0 for b in range(blocks)])
-            for seed in seeds for block in range(blocks) for rank in ranks]
+            for seed in seeds for block in range(blocks) for rank in ranks if side is None or rank <= side]
