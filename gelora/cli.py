@@ -136,7 +136,7 @@ def profile_command(args) -> int:
 
 
 def recommend_command(args) -> int:
-    from gelora.allocation.recommend import _task_type_of, recommend_ranks
+    from gelora.allocation.recommend import _task_type_of, recommend_ranks, study_findings_text
     from gelora.core.checks import check_real, check_whole
     from gelora.probing.probe import load_profile, save_profile
 
@@ -176,6 +176,7 @@ def recommend_command(args) -> int:
         print(f"warning: the bound of block(s) {rec.unresolved_blocks} lies inside the overlapping 95 % intervals "
               "of its two layers: those ranks are decided by noise (probe more texts, or read them as a guess)")
     print(f"wrote {out / 'adapter_config.json'} and {out / 'profile.csv'}\n\n{rec.snippet(str(out))}")
+    print(f"\n{study_findings_text()}")
     return 0
 
 

@@ -43,6 +43,7 @@ def test_recommendation_is_realised_by_plain_peft(tmp_path, capsys, model, targe
                      "--target-modules", *targets, "--output-dir", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "LoraConfig.from_pretrained" in printed and "trainable adapter parameters" in printed
+    assert "What the kit's study found about rank allocators at equal budget" in printed  # the package's findings
     config = LoraConfig.from_pretrained(str(out))
     assert config.task_type == task_type
     recommended = recommend_ranks(model, read_texts("movie-sentiment", 80), rank=4, target_modules=targets,

@@ -167,6 +167,26 @@ def test_block_sweep_adapts_one_block_at_a_time(fake_study):
     assert [c.block_ranks for c in configs] == [[2, 0], [8, 0], [0, 2], [0, 8]]
     assert {c.lr for c in configs} == {2e-3} and {c.n_train for c in configs} == {32} and {c.method for c in configs} == {"lora"}
     assert len({run_id(c) for c in configs}) == 4
+    write_run(task / "results", "full", 0, np.ones(N))  # a full fine-tuning record whose matrices have 4 singular values
+    record_path = next((task / "results").glob("*__full__*.json"))
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps(dict(record, update_spectra={"q.0": [3, 2, 1, 0], "q.1": [1, 1, 0, 0]})))
+    capped = study.block_sweep_configs(task, ranks=(2, 4, 8), seeds=(0,))
+    assert [c.block_ranks for c in capped] == [[2, 0], [4, 0], [0, 2], [0, 4]]  # no rank above a matrix's side
+
+
+def test_correlation_words_say_only_what_the_interval_resolves():
+    from gelora.analysis.rank_need import bound_vs_need
+
+    needs = pd.DataFrame({"block": range(6), "energy_rank_90": [10.0, 20, 30, 40, 50, 60]})
+    rising = pd.DataFrame({"block": range(6), "bound": [0.0, 1, 2, 3, 4, 5], "bound_high": [0.5] * 6})
+    _, v = bound_vs_need(rising, needs)
+    assert study.correlation_words(v).endswith("permutation p = 0.00278: resolved: a larger bound goes with a larger need")
+    one_block = rising.assign(bound=[0.0, 0, 0, 0, 0, 1.5])  # GeLoRA's usual case: one block above 0
+    _, v = bound_vs_need(one_block, needs)
+    assert v["spearman"] == pytest.approx(0.6547, abs=1e-4) and study.correlation_words(v).endswith(": not resolved")
+    _, v = bound_vs_need(rising.assign(bound=0.0), needs)
+    assert study.correlation_words(v).startswith("no correlation: the bound (or the need) is the same in every block")
 
 
 def test_readme_section_is_written_between_the_markers(fake_study, tmp_path):
@@ -185,6 +205,27 @@ def test_the_readme_states_what_the_committed_study_says():
     assert readme.readme_block(repo_root() / "README.md") == readme.readme_section()
     claims = pd.read_csv(repo_root() / "figures" / "study_claims.csv")
     assert set(claims["task"]) == set(study.task_folders())
+
+
+def test_the_package_carries_the_committed_allocator_findings(tmp_path):
+    """`gelora recommend` prints these to installed users: they must be the committed study's, and
+    a changed result must make the file stale (so `gelora study --check` fails)."""
+    from gelora.allocation.recommend import study_findings_text
+    from gelora.study.findings import FINDINGS_PATH, findings, findings_json
+
+    found = findings()  # about 20 s: every allocator table of both tasks
+    assert FINDINGS_PATH.read_text() == findings_json(found=found)
+    for t in found["tasks"].values():
+        assert t["random_draws"] == 5 and t["allocators"]["uniform"]["verdict"] == "reference"
+        assert t["allocators"]["weight_spectrum"]["verdict"] == "same ranks as uniform"  # MiniLM: the rule gives r = 8
+    text = study_findings_text()
+    assert all(f"- {task} (" in text for task in found["tasks"]) and "above every one of 5 random allocations" in text
+    edited = json.loads(FINDINGS_PATH.read_text())
+    edited["tasks"]["trec6"]["allocators"]["gelora"]["verdict"] = "worse"
+    (tmp_path / "f.json").write_text(json.dumps(edited))
+    assert "GeLoRA worse" in study_findings_text(tmp_path / "f.json")
+    with pytest.raises(FileNotFoundError, match="lacks the study's findings"):
+        study_findings_text(tmp_path / "missing.json")
 
 
 def test_records_of_one_grid_only(fake_study):

@@ -117,3 +117,33 @@ def _task_type_of(model) -> str:
     from gelora.models.loading import _is_decoder
 
     return "CAUSAL_LM" if _is_decoder(model.config) else "SEQ_CLS"
+
+
+def study_findings_text(path: str | Path | None = None) -> str:
+    """What the kit's study found about allocators at equal budget (the package's findings file,
+    written from the committed study by `gelora study --readme`), for `gelora recommend` to print
+    beside its ranks: per task, the allocations better than uniform LoRA (and whether that survives
+    uniform LoRA trained at the same rate) and those above every random allocation."""
+    import json
+
+    path = Path(path) if path is not None else Path(__file__).with_name("study_findings.json")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: this install lacks the study's findings (reinstall gelora)")
+    data = json.loads(path.read_text())
+    lines = [f"What the kit's study found about rank allocators at equal budget ({data['section']}):"]
+    for task, t in data["tasks"].items():
+        rows = t["allocators"]
+        better = [f"{name} {r['difference']:+.4f} ({r['low']:+.4f} to {r['high']:+.4f})"
+                  + ("" if r["same_rate_verdict"] in (None, "better") else
+                     f", {r['same_rate_verdict']} against uniform LoRA at its rate")
+                  for name, r in rows.items() if r["verdict"] == "better"]
+        gelora = rows.get("gelora")
+        above = [name for name, r in rows.items() if r["above_every_random_draw"] and not name.startswith("random_")]
+        lines.append(f"- {task} ({t['model']}, {t['metric']}, seeds {t['seeds']}, budget {t['budget']}): better than "
+                     f"uniform: {'; '.join(better) or 'none'}"
+                     + (f"; GeLoRA {gelora['verdict']} {gelora['difference']:+.4f} ({gelora['low']:+.4f} to "
+                        f"{gelora['high']:+.4f})" if gelora and gelora["verdict"] != "better" else "")
+                     + f"; above every one of {t['random_draws']} random allocations: {', '.join(above) or 'none'}.")
+    lines.append("These are small tasks on one small encoder: evidence about them, not a promise for your model; "
+                 "train uniform LoRA at the same budget beside these ranks before you trust them.")
+    return "\n".join(lines)

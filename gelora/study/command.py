@@ -4,7 +4,7 @@ sweep), resumably: finished runs are read back.
 
     make study                          # trains what is missing (gelora/profiles/study*.yaml)
     python -m gelora study              # every task's verdicts, printed
-    python -m gelora study --readme     # rewrite the README's study section from them
+    python -m gelora study --readme     # rewrite the README's study section (and the package's findings) from them
     python -m gelora study --check      # exit 1 if the README's section differs from the results
     python -m gelora study --efficiency trec6 --plan       # the efficiency curve's rate protocol: what is left
     python -m gelora study --efficiency trec6 --points lora_sb@8 lora_sb@15   # tune and train those points
@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gelora.study.findings import FINDINGS_PATH, findings_json, write_findings
 from gelora.study.readme import readme_block, readme_section, update_readme
 from gelora.study.verdicts import (
     BLOCK_DIR,
@@ -154,14 +155,17 @@ def main(argv=None) -> int:
         return 1
     readme = repo_root() / "README.md"
     if args.check:
-        if readme_block(readme) != section:
-            print(f"{readme}: the study section differs from {args.study_dir}: run python -m gelora study --readme",
-                  file=sys.stderr)
+        stale = [str(p) for p, current in ((readme, readme_block(readme) == section),
+                                           (FINDINGS_PATH, FINDINGS_PATH.is_file() and
+                                            FINDINGS_PATH.read_text() == findings_json(args.study_dir))) if not current]
+        if stale:
+            print(f"{' and '.join(stale)} differ from {args.study_dir}: run python -m gelora study --readme", file=sys.stderr)
             return 1
-        print("README study section is up to date")
+        print("README study section and the package's study findings are up to date")
         return 0
     if args.readme:
         print(f"{readme}: {'updated' if update_readme(section, readme) else 'already up to date'}")
+        print(f"{FINDINGS_PATH}: {'updated' if write_findings(args.study_dir) else 'already up to date'}")
         return 0
     print(section)
     return 0

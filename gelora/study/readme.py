@@ -16,6 +16,7 @@ from gelora.study.verdicts import (
     block_needs,
     bound_words,
     claims,
+    correlation_words,
     efficiency,
     point_label,
     rate_provenance,
@@ -23,6 +24,7 @@ from gelora.study.verdicts import (
     summaries,
     task_folders,
     task_records,
+    trained_grid,
 )
 from gelora.training.tuning import PLATEAU_GAIN
 
@@ -171,16 +173,19 @@ def direct_tests(study_dir: str | Path = STUDY_DIR, need: str = "energy_rank_90"
         sb = curve[in_claim]
         rest = curve[~in_claim & (curve["source"] == "efficiency")]  # every other point, favourable or not
         grid_low = int(trained["rank"].min()) if trained is not None else None
-        trained_text = (f"trained blocks needed {table['trained_need'].min():.0f}-{table['trained_need'].max():.0f} of "
-                        f"{', '.join(map(str, sorted(trained['rank'].unique())))} ("
-                        + bound_words(table["bound_high"], table["trained_need"], v["trained_lower_bound_holds"], grid_low)
-                        + f", Spearman {v['trained_spearman']:+.2f})" if trained is not None else
+        trained_text = (f"trained one block at a time ({trained_grid(trained)}), blocks needed "
+                        f"{table['trained_need'].min():.0f}-{table['trained_need'].max():.0f}"
+                        + (f", at least the grid's top in {v['trained_need_at_top']}" if v["trained_need_at_top"] else "")
+                        + " (" + bound_words(table["bound_high"], table["trained_need"], v["trained_lower_bound_holds"],
+                                             grid_low)
+                        + "; " + correlation_words(v, "trained_") + ")" if trained is not None else
                         f"the per-block sweep is not trained yet (`python -m gelora study --block-sweep {task}`)")
         ref_text = reference_text(curve.attrs["reference"])
         lines += [f"- **{task}**. *Bound vs need*: the bound's interval reaches at most {table['bound_high'].max():.2f} "
                   f"ranks; full fine-tuning's updates used {table[need].min():.0f}-{table[need].max():.0f} ({need}; "
+                  f"stable rank {table['stable_rank'].min():.1f}-{table['stable_rank'].max():.1f}; "
                   + bound_words(table["bound_high"], table[need], v["lower_bound_holds"])
-                  + f", Spearman {v['spearman']:+.2f}); "
+                  + "; " + correlation_words(v) + "); "
                   f"{trained_text}. *27-90x fewer parameters* (against {ref_text}): "
                   + ("; ".join(f"{point_label(r.point)}{_dagger(r)} ({r.fewer_than_reference:.0f}x fewer) **{r.verdict}** "
                                f"{_interval(r)}" for r in sb.itertuples()) or "no point trained in the claim's range")

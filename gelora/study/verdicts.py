@@ -227,6 +227,27 @@ def reference_text(ref: dict) -> str:
             f"{ref['validation'][ref['lr']]:.3f} against {others}")
 
 
+def trained_grid(trained: pd.DataFrame) -> str:
+    """The per-block sweep's grid in words: its ranks and the seeds behind each point."""
+    seeds = sorted(set(trained["seeds"]))
+    return (f"ranks {', '.join(map(str, sorted(trained['rank'].unique())))}; seeds "
+            + (seeds[0] if len(seeds) == 1 else "varying by point: " + " or ".join(seeds)))
+
+
+def correlation_words(v: dict, prefix: str = "") -> str:
+    """Spearman's correlation of bound and need from a `bound_vs_need` verdict (`prefix` 'trained_'
+    for the per-block sweep's need), with its interval over blocks, its permutation p-value and
+    what it resolves: the words never go further than `rank_need.correlation_verdict`."""
+    rho, verdict, blocks = v[f"{prefix}spearman"], v[f"{prefix}correlation"], v[f"{prefix}blocks"]
+    if verdict == "undefined":
+        return "no correlation: the bound (or the need) is the same in every block, so it cannot rank them"
+    meaning = {"positive": "resolved: a larger bound goes with a larger need",
+               "negative": "resolved, the wrong way: a larger bound goes with a smaller need",
+               "not resolved": "not resolved"}[verdict]
+    return (f"Spearman {rho:+.2f}, 95 % bootstrap interval over the {blocks} blocks {v[f'{prefix}spearman_low']:+.2f} to "
+            f"{v[f'{prefix}spearman_high']:+.2f}, permutation p = {v[f'{prefix}spearman_p']:.3g}: {meaning}")
+
+
 def bound_words(bound_high: pd.Series, need: pd.Series, holds: bool, grid_low: int | None = None) -> str:
     """Whether the bound stays below the need, and whether that test could have failed at all: it
     cannot where every block's bound (its interval's top) is below the smallest need measured (or
