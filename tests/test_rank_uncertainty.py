@@ -58,6 +58,27 @@ def test_a_layer_without_dimension_gives_bound_zero_not_an_error():
     assert table.loc[0, "bound"] == 0 and table.loc[0, "p_bound_positive"] == 0
 
 
+def test_a_layer_of_few_distinct_points_cannot_shrink_the_sample_silently():
+    # a decoder's embedding layer under last-token pooling: one point per distinct last token
+    # (5 of 500 on trec6); intersecting the others' points with its 5 made every interval a 5-point one
+    from gelora.probing.probe import profile_from_states
+    from gelora.probing.rank_uncertainty import profile_intervals
+
+    X, Y = gaussian(300, 3, ambient=8, seed=3), gaussian(300, 6, ambient=12, seed=4)
+    lookup = np.repeat(np.eye(8)[:5], 60, axis=0)  # 5 distinct points, 60 copies each
+    with pytest.raises(ValueError, match="only 5 of 300 points are distinct at every layer .layer 0 has 5 distinct"):
+        neighbour_ratios([lookup, X, Y])
+    ratios, rows = neighbour_ratios([lookup, X, Y], skip=[0])
+    assert np.isnan(ratios[:, 0]).all() and len(rows) == 300
+    with pytest.warns(UserWarning, match="layer 0: no intrinsic dimension .only 5 of 300 points are distinct"):
+        profile = profile_from_states([lookup, X, Y], TwoNN(), min_distinct=0.5)
+    assert np.isnan(profile.loc[0, "dimension"]) and profile.loc[1:, "dimension"].notna().all()
+    alone = profile_from_states([X, Y], TwoNN(), min_distinct=0.5)["dimension"]
+    assert alone.tolist() == profile.loc[1:, "dimension"].tolist()  # the others' dimensions are untouched
+    table = profile_intervals(profile, [lookup, X, Y], lambda d: ceil_rule(np.nan_to_num(d)), n_resamples=100)
+    assert table.loc[0, "bound"] == 0 and table.loc[1, "bound_low"] < table.loc[1, "bound"] < table.loc[1, "bound_high"]
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: bootstrap_dimensions([gaussian(50, 2)]), "at least 2 layers"),
     (lambda: bootstrap_dimensions([gaussian(50, 2), gaussian(40, 2)]), "one point per probed text"),

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from gelora.core.checks import check_whole
+from gelora.core.checks import check_real, check_whole
 from gelora.core.records import atomic_write
 from gelora.geometry.twonn import TwoNN
 
@@ -214,17 +214,25 @@ def _write_cache(path: Path, outputs: list[np.ndarray]) -> None:
 
 
 def profile_from_states(states: Sequence[np.ndarray], estimator: TwoNN | None = None,
-                        pooling: str = "") -> pd.DataFrame:
+                        pooling: str = "", min_distinct: float = 0.0) -> pd.DataFrame:
     """The ID profile of given point clouds (one per layer). A layer whose points cannot give a
-    dimension (fewer than 3 distinct, as the [CLS] embedding of every sentence) gets NaN and a
-    note saying why, with a warning: it is never dropped or filled in silently."""
+    dimension (fewer than 3 distinct, as the [CLS] embedding of every sentence, or a share of
+    distinct points below `min_distinct`, as a decoder's embedding of the last token, one point per
+    distinct token) gets NaN and a note saying why, with a warning: it is never dropped or filled
+    in silently."""
     estimator = estimator or TwoNN()
+    check_real("min_distinct", min_distinct, 0, 1)
     rows = []
     for j, X in enumerate(states):
         fitted = TwoNN(**estimator.get_params())
         row = {"layer": j, "pooling": pooling, "method": estimator.method,
                "discard_fraction": estimator.discard_fraction, "n_points": len(X), "note": ""}
         try:
+            if min_distinct:
+                distinct = len(np.unique(np.asarray(X), axis=0))
+                if distinct < min_distinct * len(X):
+                    raise ValueError(f"only {distinct} of {len(X)} points are distinct, below the {min_distinct:.0%} "
+                                     "asked for: a lookup of few values, not a manifold")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 fitted.fit(X)

@@ -19,42 +19,54 @@ from gelora.core.checks import check_real, check_whole
 from gelora.geometry.twonn import _as_tensor, fit_mu, two_nearest_neighbors
 
 
-def neighbour_ratios(states: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def neighbour_ratios(states: Sequence[np.ndarray], skip: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
     """mu = r2 / r1 of every point at every layer, for the points distinct at every layer (a
     duplicate has no ratio). Returns (ratios: points x layers, the points' row numbers); a layer
-    with fewer than 3 distinct points (the [CLS] embedding) gets a column of NaN."""
+    with fewer than 3 distinct points (the [CLS] embedding), or named in `skip` (a layer the
+    profile left without a dimension), gets a column of NaN and does not restrict the points of
+    the others. Fewer than half the points distinct at every layer is an error: the intervals would
+    describe those few points, not the sample (a decoder's embedding layer under last-token pooling
+    has one point per distinct last token: leave it out of the profile)."""
     if len(states) < 2:
         raise ValueError(f"need the states of at least 2 layers, got {len(states)}")
     n = len(states[0])
     if any(len(X) != n for X in states):
         raise ValueError(f"every layer needs one point per probed text: got {[len(X) for X in states]} points")
-    columns, usable = [], np.ones(n, dtype=bool)
-    for X in states:
-        array = _as_tensor(X).cpu().numpy()
-        _, first = np.unique(array, axis=0, return_index=True)
+    columns, usable, distinct_counts = [], np.ones(n, dtype=bool), {}
+    for j, X in enumerate(states):
         column = np.full(n, np.nan)
-        if len(first) >= 3:
-            kept = np.sort(first)
-            distinct = np.zeros(n, dtype=bool)
-            distinct[kept] = True
-            r1, r2, _ = two_nearest_neighbors(array[kept])
-            column[kept] = r2 / r1
-            usable &= distinct
+        if j not in set(skip):
+            array = _as_tensor(X).cpu().numpy()
+            _, first = np.unique(array, axis=0, return_index=True)
+            if len(first) >= 3:
+                kept = np.sort(first)
+                distinct = np.zeros(n, dtype=bool)
+                distinct[kept] = True
+                r1, r2, _ = two_nearest_neighbors(array[kept])
+                column[kept] = r2 / r1
+                usable &= distinct
+                distinct_counts[j] = len(first)
         columns.append(column)
     rows = np.flatnonzero(usable)
     if len(rows) < 3:
         raise ValueError(f"only {len(rows)} points are distinct at every layer: too few to resample")
+    if len(rows) < n / 2:
+        worst = min(distinct_counts, key=distinct_counts.get)
+        raise ValueError(f"only {len(rows)} of {n} points are distinct at every layer (layer {worst} has "
+                         f"{distinct_counts[worst]} distinct): intervals from them would describe those points, not the "
+                         "sample; leave such a layer out of the profile (its dimension NaN) or name it in skip")
     return np.stack(columns, axis=1)[rows], rows
 
 
 def bootstrap_dimensions(states: Sequence[np.ndarray], n_resamples: int = 1000, seed: int = 0,
-                         discard_fraction: float = 0.1) -> np.ndarray:
+                         discard_fraction: float = 0.1, skip: Sequence[int] = ()) -> np.ndarray:
     """TwoNN dimensions (linear fit) of every layer for `n_resamples` paired resamples of the
-    points: an array resamples x layers (NaN where a resample cannot be fitted)."""
+    points: an array resamples x layers (NaN where a resample cannot be fitted, and for the layers
+    in `skip`)."""
     check_whole("n_resamples", n_resamples, 2)
     check_whole("seed", seed, 0)
     check_real("discard_fraction", discard_fraction, 0, 1)
-    ratios, _ = neighbour_ratios(states)
+    ratios, _ = neighbour_ratios(states, skip)
     rng = np.random.default_rng(seed)
     n, layers = ratios.shape
     out = np.full((n_resamples, layers), np.nan)
@@ -118,12 +130,15 @@ def decided_by_noise(table: pd.DataFrame, threshold: float = 0.95) -> dict[str, 
 def profile_intervals(profile: pd.DataFrame, states: Sequence[np.ndarray], allocate: Callable[[np.ndarray], list[int]],
                       n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """`allocation_intervals` for a saved ID profile and the hidden states it was computed from
-    (their point counts must agree: intervals of another sample would be wrong, not noisy)."""
+    (their point counts must agree: intervals of another sample would be wrong, not noisy). A layer
+    the profile has no dimension for is left out of the resampling too."""
     counts = sorted(set(profile["n_points"].astype(int)))
     if counts != [len(states[0])] or len(profile) != len(states):
         raise ValueError(f"the profile was computed from {counts} point(s) on {len(profile)} layers, the states have "
                          f"{len(states[0])} points on {len(states)} layers: probe the same texts (n_examples, seed) "
                          "as the profile")
     discard = float(profile["discard_fraction"].iloc[0]) if "discard_fraction" in profile else 0.1
-    resampled = bootstrap_dimensions(states, n_resamples, seed, discard)
+    ordered = profile.sort_values("layer")
+    undefined = [int(j) for j, d in zip(ordered["layer"], ordered["dimension"]) if not np.isfinite(d)]
+    resampled = bootstrap_dimensions(states, n_resamples, seed, discard, skip=undefined)
     return allocation_intervals(profile.sort_values("layer")["dimension"].to_numpy(), resampled, allocate)

@@ -47,6 +47,24 @@ def _train_missing(args) -> int:
     return 1 if failed else 0
 
 
+def _decoder_need(args) -> int:
+    """Probe the decoder, then train its missing full fine-tuning seeds (--plan: say what is missing)."""
+    from gelora.study.decoder_need import DecoderNeed, decoder_text, full_configs, probe
+    from gelora.study.grid import run_jobs
+
+    settings = DecoderNeed()
+    planned = full_configs(settings)
+    configs = [c for c in planned if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()]
+    print(f"{settings.model} on {settings.dataset}: {len(configs)} of {len(planned)} full fine-tuning run(s) to train "
+          f"(each {settings.n_train // planned[0].batch_size} steps at batch {planned[0].batch_size})", flush=True)
+    if args.plan:
+        return 0
+    probe(settings)
+    failed = run_jobs(configs, min(args.jobs, max(1, len(configs))), settings.folder() / "logs")
+    print(decoder_text(settings))
+    return 1 if failed else 0
+
+
 COMPARISON_SEEDS = (0, 1, 2, 3, 4)
 
 
@@ -139,6 +157,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tune", nargs="*", metavar="TASK", default=None,
                         help="choose every method's rate by the protocol of gelora.training.tuning (training what it asks for), "
                              "then train the comparison's seeds at the chosen rates (none named: every task)")
+    parser.add_argument("--decoder-need", action="store_true",
+                        help="bound vs need on SmolLM2-135M (trec6, 30 blocks): probe, then train full fine-tuning's "
+                             "missing seeds (--plan: print what is missing)")
     parser.add_argument("--plan", action="store_true", help="with --tune: print what would be trained and its cost, train nothing")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side for --tune, --efficiency and --block-sweep")
     args = parser.parse_args(argv)
@@ -148,6 +169,8 @@ def main(argv=None) -> int:
         return _tune(args)
     if args.block_sweep is not None:
         return _train_missing(args)
+    if args.decoder_need:
+        return _decoder_need(args)
     try:
         section = readme_section(args.study_dir)
     except (FileNotFoundError, ValueError) as err:

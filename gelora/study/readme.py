@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from gelora.methods import registry
+from gelora.study.decoder_need import decoder_text
 from gelora.study.verdicts import (
     CLAIM_RANGE,
     STUDY_DIR,
@@ -83,7 +84,7 @@ def readme_section(study_dir: str | Path = STUDY_DIR) -> str:
         out.append("")
     out += ["**The claims tested directly** (notebook 06; every point against LoRA r = 8 at the study's budget and the rate "
             "confirmed at full length, three seeds, paired, 95 % intervals; 'matches': the whole interval within ± 0.01):", "",
-            direct_tests(study_dir)]
+            direct_tests(study_dir) + decoder_text() + "\n"]
     out += ["", allocators_text(study_dir)]
     return "\n".join(out).rstrip() + "\n"
 
