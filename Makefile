@@ -62,6 +62,7 @@ study: setup
 	$(PY) -m gelora study --allocators --plan
 	$(PY) -m gelora study --allocators --jobs 2
 	$(PY) -m gelora study --block-sweep
+	$(PY) -m gelora study --decoder-need
 	$(PY) -m gelora study --readme
 
 # The reference runs' executed notebooks (results/cpu and results/cpu-llm, committed) as a book in

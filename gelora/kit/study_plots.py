@@ -59,7 +59,7 @@ def bound_vs_need(tables: dict[str, pd.DataFrame], need: str = "energy_rank_90")
             ax.plot(x[top] + 0.25, table["trained_need"][top], "s", mfc="none", color=colours.get("lora"),
                     label="trained: the largest rank tried (the need may be larger)")
         ax.set_yscale("log")
-        ax.set(xlabel="block k", ylabel="rank", title=task, xticks=x)
+        ax.set(xlabel="block k", ylabel="rank", title=task, xticks=x if len(x) <= 12 else x[::5])
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.suptitle("Does the ID increment bound the rank a block needs?")
     fig.tight_layout()

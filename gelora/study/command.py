@@ -8,6 +8,8 @@ sweep), resumably: finished runs are read back.
     python -m gelora study --check      # exit 1 if the README's section differs from the results
     python -m gelora study --efficiency trec6 --plan       # the efficiency curve's rate protocol: what is left
     python -m gelora study --efficiency trec6 --points lora_sb@8 lora_sb@15   # tune and train those points
+    python -m gelora study --block-sweep trec6 --jobs 2    # the per-block rank sweep (7 ranks x 3 seeds x 6 blocks)
+    python -m gelora study --decoder-need  # bound vs need on SmolLM2-135M (gelora.study.decoder_need)
 """
 from __future__ import annotations
 
@@ -160,7 +162,8 @@ def main(argv=None) -> int:
     parser.add_argument("--decoder-need", action="store_true",
                         help="bound vs need on SmolLM2-135M (trec6, 30 blocks): probe, then train full fine-tuning's "
                              "missing seeds (--plan: print what is missing)")
-    parser.add_argument("--plan", action="store_true", help="with --tune: print what would be trained and its cost, train nothing")
+    parser.add_argument("--plan", action="store_true",
+                        help="with --tune, --efficiency, --allocators or --decoder-need: print what would be trained, train nothing")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side for --tune, --efficiency and --block-sweep")
     args = parser.parse_args(argv)
     if args.tune is not None:
