@@ -175,6 +175,19 @@ def test_block_sweep_adapts_one_block_at_a_time(fake_study):
     assert [c.block_ranks for c in capped] == [[2, 0], [4, 0], [0, 2], [0, 4]]  # no rank above a matrix's side
 
 
+def test_bound_words_call_a_bound_contradicted_only_where_its_whole_interval_is_above():
+    table = pd.DataFrame({"bound_low": [0.0, 0.0, 4.0], "bound_high": [0.5, 3.0, 6.0], "need": [2.0, 2.0, 3.0]})
+    assert study.bound_words(table, "need") == ("contradicted: the bound's whole interval lies above the need in 1 of 3 "
+                                                 "blocks, and reaches above it in 1 more")
+    assert study.bound_words(table.iloc[:2], "need").startswith("not resolved: the bound's interval reaches above the "
+                                                                "need in 1 of 2 blocks but lies wholly above it in none")
+    assert study.bound_words(table.iloc[:1], "need").startswith("not contradicted, but this test could not have failed")
+    below = table.assign(need=[1.0, 10.0, 10.0])
+    assert study.bound_words(below, "need") == "the bound stays below it in every block, and could have exceeded it in 2"
+    # a block without a need is left out: the smallest need is then 10, above every interval
+    assert study.bound_words(below.assign(need=[np.nan, 10.0, 10.0]), "need").endswith("below the smallest need 10 in every block")
+
+
 def test_correlation_words_say_only_what_the_interval_resolves():
     from gelora.analysis.rank_need import bound_vs_need
 

@@ -177,16 +177,17 @@ def direct_tests(study_dir: str | Path = STUDY_DIR, need: str = "energy_rank_90"
         trained_text = (f"trained one block at a time ({trained_grid(trained)}), blocks needed "
                         f"{table['trained_need'].min():.0f}-{table['trained_need'].max():.0f}"
                         + (f", at least the grid's top in {v['trained_need_at_top']}" if v["trained_need_at_top"] else "")
-                        + " (" + bound_words(table["bound_high"], table["trained_need"], v["trained_lower_bound_holds"],
-                                             grid_low)
+                        + " (" + bound_words(table, "trained_need", grid_low)
                         + "; " + correlation_words(v, "trained_") + ")" if trained is not None else
                         f"the per-block sweep is not trained yet (`python -m gelora study --block-sweep {task}`)")
         ref_text = reference_text(curve.attrs["reference"])
         lines += [f"- **{task}**. *Bound vs need*: the bound's interval reaches at most {table['bound_high'].max():.2f} "
                   f"ranks; full fine-tuning's updates used {table[need].min():.0f}-{table[need].max():.0f} ({need}; "
                   f"stable rank {table['stable_rank'].min():.1f}-{table['stable_rank'].max():.1f}; "
-                  + bound_words(table["bound_high"], table[need], v["lower_bound_holds"])
-                  + "; " + correlation_words(v) + "); "
+                  + bound_words(table, need)
+                  + "; " + correlation_words(v) + "; against the stable rank, "
+                  + bound_words(table, "stable_rank")
+                  + "); "
                   f"{trained_text}. *27-90x fewer parameters* (against {ref_text}): "
                   + ("; ".join(f"{point_label(r.point)}{_dagger(r)} ({r.fewer_than_reference:.0f}x fewer) **{r.verdict}** "
                                f"{_interval(r)}" for r in sb.itertuples()) or "no point trained in the claim's range")

@@ -248,15 +248,25 @@ def correlation_words(v: dict, prefix: str = "") -> str:
             f"{v[f'{prefix}spearman_high']:+.2f}, permutation p = {v[f'{prefix}spearman_p']:.3g}: {meaning}")
 
 
-def bound_words(bound_high: pd.Series, need: pd.Series, holds: bool, grid_low: int | None = None) -> str:
-    """Whether the bound stays below the need, and whether that test could have failed at all: it
-    cannot where every block's bound (its interval's top) is below the smallest need measured (or
-    the sweep's smallest rank), and is then called not contradicted, never 'holds'."""
-    if not holds:
-        return f"the bound exceeds the need in {int((bound_high > need).sum())} of {len(need)} blocks"
-    floor = grid_low if grid_low is not None else need.min()
-    if bound_high.max() < floor:
-        what = f"the sweep's smallest rank {grid_low}" if grid_low is not None else f"the smallest need {need.min():.0f}"
+def bound_words(table: pd.DataFrame, need: str, grid_low: int | None = None) -> str:
+    """Whether the bound (with its interval, columns bound_low and bound_high of `table`) stays
+    below the need (column `need`; blocks without one are left out), and whether that test could
+    have failed at all. Below: the whole interval at or under the need in every block; it cannot
+    have failed where every interval is below the smallest need measured (or the sweep's smallest
+    rank), and is then called not contradicted, never 'holds'. Contradicted: a block whose whole
+    interval lies above its need; an interval that only reaches above it is not resolved."""
+    known = table.dropna(subset=[need])
+    low, high, needs = known["bound_low"], known["bound_high"], known[need]
+    above, reaches = int((low > needs).sum()), int((high > needs).sum())
+    if reaches:
+        if not above:
+            return (f"not resolved: the bound's interval reaches above the need in {reaches} of {len(known)} blocks "
+                    "but lies wholly above it in none")
+        more = f", and reaches above it in {reaches - above} more" if reaches > above else ""
+        return f"contradicted: the bound's whole interval lies above the need in {above} of {len(known)} blocks{more}"
+    floor = grid_low if grid_low is not None else needs.min()
+    if high.max() < floor:
+        what = f"the sweep's smallest rank {grid_low}" if grid_low is not None else f"the smallest need {needs.min():.0f}"
         return (f"not contradicted, but this test could not have failed: the bound's interval stays below "
                 f"{what} in every block")
-    return f"the bound stays below it in every block, and could have exceeded it in {int((bound_high >= floor).sum())}"
+    return f"the bound stays below it in every block, and could have exceeded it in {int((high >= floor).sum())}"
