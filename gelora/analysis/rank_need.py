@@ -6,9 +6,10 @@ squared norm) and stable rank measure the rank the task used, per block. GeLoRA 
 ID increment max(d_{k+1} - d_k, 0) is a lower bound on that need: the bound must not exceed the
 need, and, to be useful, blocks with larger bounds should need more.
 
-The need is also measured from training (`trained_needs`): LoRA on one block only, at a few ranks,
-the other blocks unadapted; the need is the smallest rank that is not resolved worse on test than
-the rank with the best validation metric (the choice on validation, the judgement on test).
+The need is also measured from training (`trained_needs`): LoRA on one block only, at a grid of
+ranks, the other blocks unadapted; the need lies between the rank after the largest one resolved
+worse on test than the rank with the best validation metric, and the smallest rank shown to match
+that best (the choice on validation, the judgement on test).
 """
 from __future__ import annotations
 
@@ -111,8 +112,9 @@ def bound_vs_need(intervals: pd.DataFrame, needs: pd.DataFrame, need: str = "ene
         raise ValueError(f"need must be one of {NEEDS}, got {need!r}")
     table = intervals.merge(needs, on="block", how="inner")
     if trained is not None:
-        per_block = trained.groupby("block")[["need", "need_at_top"]].first().rename(
-            columns={"need": "trained_need", "need_at_top": "trained_need_at_top"}).reset_index()
+        per_block = trained.groupby("block")[["need", "need_at_top", "need_at_least"]].first().rename(
+            columns={"need": "trained_need", "need_at_top": "trained_need_at_top",
+                     "need_at_least": "trained_need_at_least"}).reset_index()
         table = table.merge(per_block, on="block", how="left")
     if table.empty:
         raise ValueError("the intervals and the needs share no block")
@@ -136,13 +138,25 @@ def bound_vs_need(intervals: pd.DataFrame, needs: pd.DataFrame, need: str = "ene
     return table, verdict
 
 
-def trained_needs(records: list[dict], scores: dict[str, dict[int, pd.Series]]) -> pd.DataFrame:
+MATCH_TOLERANCE = 0.01  # a rank "matches" the best when its whole interval lies within +- this (as the claims table)
+
+
+def trained_needs(records: list[dict], scores: dict[str, dict[int, pd.Series]],
+                  tolerance: float = MATCH_TOLERANCE) -> pd.DataFrame:
     """Per block and rank of the per-block sweep (records of method 'lora' with `block_ranks`, one
     block above 0; `scores`: run label 'b<block>@<rank>' -> seed -> per-example test scores, as
     `sweep_labels` names them): mean validation and test metric over seeds, the paired test
-    difference to the block's best-on-validation rank with its 95 % interval, and the block's
-    `need` (smallest rank not resolved worse than that best; `need_at_top`: the need is the largest
-    rank tried, so the true need may be larger)."""
+    difference to the block's best-on-validation rank with its 95 % interval and verdict, and two
+    readings of the block's need that low power cannot shrink:
+
+    - `need`: the smallest rank shown to suffice, its whole interval within +- `tolerance` of the
+      best (the best itself when no smaller rank is shown to): the need is at most this.
+      `need_at_top`: it is the largest rank tried, so the true need may be larger.
+    - `need_at_least`: the rank after the largest one resolved worse than the best (the smallest
+      rank tried when none is): the need is at least this.
+
+    "Not resolved worse" is no evidence that a rank suffices: with three seeds a 15-point loss can
+    be unresolved, so the smallest such rank would report a need of 1 from a lack of power."""
     from gelora.analysis.results import paired_arrays
     from gelora.analysis.stats import paired_interval
 
@@ -159,20 +173,26 @@ def trained_needs(records: list[dict], scores: dict[str, dict[int, pd.Series]]) 
         means = group.groupby("rank")[["validation", "test"]].mean()
         seeds = group.groupby("rank")["seed"].apply(lambda s: ",".join(map(str, sorted(s))))
         best = int(means["validation"].idxmax())  # the smallest rank among equals: idxmax takes the first
-        need = None
-        for rank in sorted(means.index):
+        ranks = sorted(means.index)
+        block_rows = []
+        for rank in ranks:
             a, b, _, _ = paired_arrays(scores[f"b{block}@{rank}"], scores[f"b{block}@{best}"])
             result = paired_interval(a, b) if rank != best else None
             verdict = "best" if result is None else result.verdict
-            if need is None and verdict != "worse":
-                need = rank
-            out.append({"block": block, "rank": rank, "validation": means.loc[rank, "validation"],
-                        "test": means.loc[rank, "test"], "seeds": seeds[rank], "best_rank": best,
-                        "difference": 0.0 if result is None else result.difference,
-                        "low": 0.0 if result is None else result.low, "high": 0.0 if result is None else result.high,
-                        "verdict": verdict})
-        for row in out[-len(means):]:
-            row["need"], row["need_at_top"] = need, need == max(means.index)
+            if result is not None and -tolerance < result.low and result.high < tolerance:
+                verdict = "matches"
+            block_rows.append({"block": block, "rank": rank, "validation": means.loc[rank, "validation"],
+                               "test": means.loc[rank, "test"], "seeds": seeds[rank], "best_rank": best,
+                               "difference": 0.0 if result is None else result.difference,
+                               "low": 0.0 if result is None else result.low, "high": 0.0 if result is None else result.high,
+                               "verdict": verdict})
+        need = next(r["rank"] for r in block_rows if r["verdict"] in ("matches", "best"))
+        worse = [r["rank"] for r in block_rows if r["verdict"] == "worse"]
+        above = [rank for rank in ranks if rank > max(worse)] if worse else ranks
+        at_least = min(above[0], need) if above else need
+        for row in block_rows:
+            row.update(need=need, need_at_top=need == max(ranks), need_at_least=at_least)
+        out += block_rows
     return pd.DataFrame(out)
 
 

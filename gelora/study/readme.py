@@ -26,6 +26,7 @@ from gelora.study.verdicts import (
     task_folders,
     task_records,
     trained_grid,
+    trained_need_words,
 )
 from gelora.training.tuning import PLATEAU_GAIN
 
@@ -174,9 +175,7 @@ def direct_tests(study_dir: str | Path = STUDY_DIR, need: str = "energy_rank_90"
         sb = curve[in_claim]
         rest = curve[~in_claim & (curve["source"] == "efficiency")]  # every other point, favourable or not
         grid_low = int(trained["rank"].min()) if trained is not None else None
-        trained_text = (f"trained one block at a time ({trained_grid(trained)}), blocks needed "
-                        f"{table['trained_need'].min():.0f}-{table['trained_need'].max():.0f}"
-                        + (f", at least the grid's top in {v['trained_need_at_top']}" if v["trained_need_at_top"] else "")
+        trained_text = (f"trained one block at a time ({trained_grid(trained)}), " + trained_need_words(table, v)
                         + " (" + bound_words(table, "trained_need", grid_low)
                         + "; " + correlation_words(v, "trained_") + ")" if trained is not None else
                         f"the per-block sweep is not trained yet (`python -m gelora study --block-sweep {task}`)")

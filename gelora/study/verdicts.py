@@ -234,6 +234,17 @@ def trained_grid(trained: pd.DataFrame) -> str:
             + (seeds[0] if len(seeds) == 1 else "varying by point: " + " or ".join(seeds)))
 
 
+def trained_need_words(table: pd.DataFrame, v: dict) -> str:
+    """The per-block sweep's need in words: at most the smallest rank shown to match the best, at
+    least the rank after the largest one resolved worse (`rank_need.trained_needs`)."""
+    known = table.dropna(subset=["trained_need"])
+    low, high = known["trained_need_at_least"], known["trained_need"]
+    top = f" ({v['trained_need_at_top']} at the grid's top, so perhaps more)" if v["trained_need_at_top"] else ""
+    undecided = int((low < high).sum())
+    return (f"blocks need at most {high.min():.0f}-{high.max():.0f} ranks{top} and at least {low.min():.0f}-{low.max():.0f}"
+            + (f"; the sweep pins the need down in {len(known) - undecided} of {len(known)} blocks" if undecided else ""))
+
+
 def correlation_words(v: dict, prefix: str = "") -> str:
     """Spearman's correlation of bound and need from a `bound_vs_need` verdict (`prefix` 'trained_'
     for the per-block sweep's need), with its interval over blocks, its permutation p-value and
