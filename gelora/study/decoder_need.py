@@ -126,6 +126,7 @@ def bound_need_table(s: DecoderNeed = DecoderNeed(), root: str | Path = DECODER_
 
 def decoder_text(s: DecoderNeed = DecoderNeed(), root: str | Path = DECODER_DIR, need: str = "energy_rank_90") -> str:
     """The README's line on the decoder test, generated from its results."""
+    from gelora.methods import registry
     from gelora.study.verdicts import bound_words, correlation_words
 
     try:
@@ -134,7 +135,8 @@ def decoder_text(s: DecoderNeed = DecoderNeed(), root: str | Path = DECODER_DIR,
         return f"- **{s.model} on {s.dataset}**: not trained yet ({missing})"
     seeds = ", ".join(map(str, s.seeds))
     return (f"- **{s.model} on {s.dataset}** ({len(table)} blocks, {s.pooling}-token pooling, {s.n_examples} texts probed; "
-            f"full fine-tuning on {s.n_train:,} examples, seed(s) {seeds}). *Bound vs need*: the bound's interval reaches "
+            f"full fine-tuning on {s.n_train:,} examples at the registry's untuned rate {registry.get_method('full').lr:g}, "
+            f"seed(s) {seeds}). *Bound vs need*: the bound's interval reaches "
             f"at most {table['bound_high'].max():.2f} ranks (above 1 in {int((table['bound_high'] > 1).sum())} blocks); "
             f"full fine-tuning's updates used {table[need].min():.0f}-{table[need].max():.0f} ({need}; stable rank "
             f"{table['stable_rank'].min():.1f}-{table['stable_rank'].max():.1f}; "
