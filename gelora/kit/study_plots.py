@@ -40,7 +40,8 @@ def bound_vs_need(tables: dict[str, pd.DataFrame], need: str = "energy_rank_90")
     rank full fine-tuning's update used (`need`, mean over seeds; bars: seeds' min to max), its
     stable rank, and (where the table has `trained_need`) the rank the per-block sweep needed, an
     open marker when it is the largest rank tried. Log scale: they differ by orders of magnitude."""
-    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 4.2), squeeze=False)
+    width = max(5.5, 0.3 * max(len(t) for t in tables.values()))  # a 30-block decoder needs a wider panel
+    fig, axes = plt.subplots(1, len(tables), figsize=(width * len(tables), 4.2), squeeze=False)
     colours = methods.colours()
     for ax, (task, table) in zip(axes[0], tables.items()):
         x = table["block"].to_numpy()

@@ -241,7 +241,9 @@ def trained_need_words(table: pd.DataFrame, v: dict) -> str:
     low, high = known["trained_need_at_least"], known["trained_need"]
     top = f" ({v['trained_need_at_top']} at the grid's top, so perhaps more)" if v["trained_need_at_top"] else ""
     undecided = int((low < high).sum())
-    return (f"blocks need at most {high.min():.0f}-{high.max():.0f} ranks{top} and at least {low.min():.0f}-{low.max():.0f}"
+    def span(values):
+        return f"{values.min():.0f}" if values.min() == values.max() else f"{values.min():.0f}-{values.max():.0f}"
+    return (f"blocks need at most {span(high)} ranks{top} and at least {span(low)}"
             + (f"; the sweep pins the need down in {len(known) - undecided} of {len(known)} blocks" if undecided else ""))
 
 
