@@ -119,6 +119,9 @@ def _task_type_of(model) -> str:
     return "CAUSAL_LM" if _is_decoder(model.config) else "SEQ_CLS"
 
 
+FINDINGS_PATH = Path(__file__).with_name("study_findings.json")  # written by gelora.study.findings
+
+
 def study_findings_text(path: str | Path | None = None) -> str:
     """What the kit's study found about allocators at equal budget (the package's findings file,
     written from the committed study by `gelora study --readme`), for `gelora recommend` to print
@@ -126,7 +129,7 @@ def study_findings_text(path: str | Path | None = None) -> str:
     uniform LoRA trained at the same rate) and those above every random allocation."""
     import json
 
-    path = Path(path) if path is not None else Path(__file__).with_name("study_findings.json")
+    path = Path(path) if path is not None else FINDINGS_PATH
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: this install lacks the study's findings (reinstall gelora)")
     data = json.loads(path.read_text())

@@ -159,7 +159,9 @@ def trained_needs(records: list[dict], scores: dict[str, dict[int, pd.Series]],
     be unresolved, so the smallest such rank would report a need of 1 from a lack of power."""
     from gelora.analysis.results import paired_arrays
     from gelora.analysis.stats import paired_interval
+    from gelora.core.checks import check_real
 
+    check_real("tolerance", tolerance, 0, open_low=True)
     rows = []
     for r in records:
         block, rank = _one_block(r)

@@ -181,9 +181,9 @@ def main(argv=None) -> int:
         return 1
     readme = repo_root() / "README.md"
     if args.check:
-        stale = [str(p) for p, current in ((readme, readme_block(readme) == section),
-                                           (FINDINGS_PATH, FINDINGS_PATH.is_file() and
-                                            FINDINGS_PATH.read_text() == findings_json(args.study_dir))) if not current]
+        stale = [] if readme_block(readme) == section else [str(readme)]
+        if not FINDINGS_PATH.is_file() or FINDINGS_PATH.read_text() != findings_json(args.study_dir):
+            stale.append(str(FINDINGS_PATH))
         if stale:
             print(f"{' and '.join(stale)} differ from {args.study_dir}: run python -m gelora study --readme", file=sys.stderr)
             return 1

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gelora.allocation.recommend import FINDINGS_PATH  # noqa: F401  (where the package reads them)
 from gelora.study.folders import STUDY_DIR, task_folders, task_records
 
-FINDINGS_PATH = Path(__file__).resolve().parents[1] / "allocation" / "study_findings.json"
 SECTION = "README.md, section 'What the study shows', table 'Does geometry allocate ranks better than chance?'"
 
 
