@@ -68,6 +68,8 @@ def test_a_layer_of_few_distinct_points_cannot_shrink_the_sample_silently():
     lookup = np.repeat(np.eye(8)[:5], 60, axis=0)  # 5 distinct points, 60 copies each
     with pytest.raises(ValueError, match="only 5 of 300 points are distinct at every layer .layer 0 has 5 distinct"):
         neighbour_ratios([lookup, X, Y])
+    with pytest.raises(ValueError, match="skip must name layers 0-2, got \\[3\\]"):
+        neighbour_ratios([lookup, X, Y], skip=[3])
     ratios, rows = neighbour_ratios([lookup, X, Y], skip=[0])
     assert np.isnan(ratios[:, 0]).all() and len(rows) == 300
     with pytest.warns(UserWarning, match="layer 0: no intrinsic dimension .only 5 of 300 points are distinct"):

@@ -32,6 +32,9 @@ def neighbour_ratios(states: Sequence[np.ndarray], skip: Sequence[int] = ()) -> 
     n = len(states[0])
     if any(len(X) != n for X in states):
         raise ValueError(f"every layer needs one point per probed text: got {[len(X) for X in states]} points")
+    bad = [j for j in skip if not isinstance(j, (int, np.integer)) or not 0 <= j < len(states)]
+    if bad:
+        raise ValueError(f"skip must name layers 0-{len(states) - 1}, got {list(skip)}")
     columns, usable, distinct_counts = [], np.ones(n, dtype=bool), {}
     for j, X in enumerate(states):
         column = np.full(n, np.nan)
