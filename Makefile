@@ -30,7 +30,7 @@ reproduce: setup
 	$(PY) -m gelora run --profile $(PROFILE) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 lint: setup
 	$(PY) -m ruff check .
