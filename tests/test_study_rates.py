@@ -3,6 +3,7 @@ the curve is read from results/ and rates/, the protocol asks for the next rate,
 the comparison folder holds exactly the chosen rate (runs at other rates moved, selection runs
 reused by copy, only the missing seeds left to train)."""
 import numpy as np
+import pytest
 
 from gelora.study import rates as study_rates
 from gelora.training.config import FinetuneConfig
@@ -97,3 +98,40 @@ def test_the_efficiency_curve_points_are_tuned_by_the_same_protocol(tmp_path):
     runs = study.efficiency_runs(task, points)
     assert runs["lora@2"][1] == "protocol (interior)" and {c.lr for c in runs["lora@2"][0]} == {2e-3}
     assert runs["lora@4"][1].startswith("one-seed short sweep")  # not settled: the old runs, said so
+
+
+def _state(curves: dict) -> dict:
+    """A `choices`-shaped state from method -> (chosen rate, rate -> per-seed validation)."""
+    from gelora.training.tuning import RateChoice
+
+    state = {}
+    for method, (rate, curve) in curves.items():
+        runs = {f"{method}{lr}{seed}": ({"lr": lr, "seed": seed, "metric": "accuracy", "final": {"accuracy": v}}, None)
+                for lr, values in curve.items() for seed, v in enumerate(values)}
+        state[method] = (RateChoice(method, rate, "interior", None, None), runs)
+    return state
+
+
+def test_flatter_is_a_t_interval_on_the_seed_drops_by_hand():
+    """Each method's drop is paired within a seed (chosen rate minus the worse neighbour one step
+    away, which is the lower mean, not each seed's lower value); the two methods' drops are
+    compared with a t interval on 2 degrees of freedom, checked against a hand computation."""
+    state = _state({
+        "lora": (2e-3, {1e-3: [0.78, 0.70, 0.74], 2e-3: [0.90, 0.91, 0.92], 4e-3: [0.88, 0.90, 0.89], 1e-2: [0.1] * 3}),
+        "lora_sb": (5e-3, {2.5e-3: [0.89, 0.88, 0.91], 5e-3: [0.90, 0.90, 0.91], 1e-2: [0.91, 0.87, 0.88]}),
+    })
+    drops = study_rates.step_drops(state)
+    np.testing.assert_allclose(drops["lora"], [0.12, 0.21, 0.18])  # 1e-3 is the worse neighbour; 1e-2 is 5x away
+    np.testing.assert_allclose(drops["lora_sb"], [-0.01, 0.03, 0.03])  # 1e-2 (mean 0.887) is below 2.5e-3 (0.893)
+    result = study_rates.flatter(state)
+    se = np.sqrt(np.var([0.12, 0.21, 0.18], ddof=1) / 3 + np.var([-0.01, 0.03, 0.03], ddof=1) / 3)
+    assert result["difference"] == pytest.approx(0.17 - 0.0166667, abs=1e-6)
+    assert result["high"] - result["difference"] == pytest.approx(4.302653 * se, rel=1e-6)
+    assert result["verdict"] == "flatter" and result["low"] > 0
+    assert "**flatter** than LoRA" in study_rates.flatter_words(result)
+    # the same drops with seeds that scatter: the interval covers 0 and the words say not resolved
+    noisy = _state({"lora": (2e-3, {1e-3: [0.80, 0.92, 0.75], 2e-3: [0.90, 0.91, 0.92]}),
+                    "lora_sb": (5e-3, {2.5e-3: [0.80, 0.92, 0.91], 5e-3: [0.90, 0.90, 0.91]})})
+    assert study_rates.flatter(noisy)["verdict"] == "not resolved"
+    assert "flatter than LoRA: **not resolved**" in study_rates.flatter_words(study_rates.flatter(noisy))
+    assert study_rates.flatter(_state({"lora": (2e-3, {2e-3: [0.9] * 3})})) is None

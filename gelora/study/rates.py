@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scipy import stats as scipy_stats
+
 from gelora.analysis.results import load_records
 from gelora.methods import registry
 from gelora.training.identity import run_id
@@ -189,20 +191,51 @@ def cost(where, configs: list) -> float:
     return float(sum(np.mean(times.get(c.method, [overall])) for c in configs))
 
 
-def flatness(table: pd.DataFrame, factor: float = 2.0) -> pd.DataFrame:
-    """How much each method loses one grid step away from its chosen rate: per method of a
-    `rate_table`, the chosen rate's mean validation, the mean at the complete rates within
-    `factor` of it on either side, and the drop (best minus the worse neighbour): a method that
-    needs little tuning drops little."""
-    rows = []
-    for method, group in table[table["complete"]].groupby("method", sort=False):
-        chosen = group[group["chosen"]]
-        if chosen.empty:
+def step_drops(state: dict, factor: float = 2.0) -> dict[str, np.ndarray]:
+    """Per settled point of `choices`: per selection seed, its validation at the chosen rate minus
+    at the worse neighbour (the lower mean) within `factor`: what one grid step off the optimum
+    costs, seed by seed (the same seed at both rates: a paired difference)."""
+    out = {}
+    for method, (choice, runs) in state.items():
+        if not choice.settled or choice.rate is None:
             continue
-        rate, best = float(chosen["rate"].iloc[0]), float(chosen["mean"].iloc[0])
-        near = group[(group["rate"] != rate) & (group["rate"] >= rate / factor * (1 - 1e-9))
-                     & (group["rate"] <= rate * factor * (1 + 1e-9))]
-        rows.append({"method": method, "rate": rate, "best": best, "neighbours": len(near),
-                     "worst_neighbour": float(near["mean"].min()) if len(near) else np.nan,
-                     "drop": best - float(near["mean"].min()) if len(near) else np.nan})
-    return pd.DataFrame(rows, columns=["method", "rate", "best", "neighbours", "worst_neighbour", "drop"])
+        curve = curve_of(runs)
+        best = curve[choice.rate]
+        near = [r for r in curve if r != choice.rate and choice.rate / factor * (1 - 1e-9) <= r <= choice.rate * factor * (1 + 1e-9)
+                and all(s in curve[r] for s in SELECTION_SEEDS)]
+        if not near or not all(s in best for s in SELECTION_SEEDS):
+            continue
+        worse = min(near, key=lambda r: np.mean([curve[r][s] for s in SELECTION_SEEDS]))
+        out[method] = np.array([best[s] - curve[worse][s] for s in SELECTION_SEEDS])
+    return out
+
+
+def flatter(state: dict, method: str = "lora_sb", reference: str = "lora", confidence: float = 0.95) -> dict | None:
+    """Does `method` lose less than `reference` one grid step off its chosen rate (LoRA-SB's "no
+    tuning" claim at full length)? The difference of the mean step drops (reference minus method)
+    with a t interval: the two methods' seeds are independent samples, the standard error combines
+    their variances and the quantile takes the smaller sample's S - 1 degrees of freedom (3 seeds:
+    4.30, so only a large difference resolves). None if either has no step drop."""
+    drops = step_drops(state)
+    if method not in drops or reference not in drops:
+        return None
+    a, b = drops[method], drops[reference]
+    difference = float(b.mean() - a.mean())
+    se = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, min(len(a), len(b)) - 1)) * se
+    low, high = difference - half, difference + half
+    verdict = "flatter" if low > 0 else "less flat" if high < 0 else "not resolved"
+    return {"method_drop": float(a.mean()), "reference_drop": float(b.mean()), "difference": difference,
+            "low": low, "high": high, "verdict": verdict, "seeds": len(a)}
+
+
+def flatter_words(result: dict | None, method: str = "LoRA-SB", reference: str = "LoRA") -> str:
+    """One sentence part for `flatter`'s result."""
+    if result is None:
+        return f"no full-length rate curve of both {method} and {reference} with a neighbour one grid step away"
+    return (f"one grid step (x2) from its full-length chosen rate, {method}'s mean validation drops by "
+            f"{result['method_drop']:.3f}, {reference}'s by {result['reference_drop']:.3f} ({result['seeds']} seeds per "
+            f"rate; {reference} minus {method} {result['difference']:+.3f}, 95 % t interval {result['low']:+.3f} to "
+            f"{result['high']:+.3f}): "
+            + (f"{method} is **{result['verdict']}** than {reference}" if result["verdict"] != "not resolved"
+               else f"whether {method} is flatter than {reference}: **not resolved**"))

@@ -10,6 +10,7 @@ import pandas as pd
 
 from gelora.methods import registry
 from gelora.study.decoder_need import decoder_text
+from gelora.study.rates import choices, flatter, flatter_words
 from gelora.study.verdicts import (
     CLAIM_RANGE,
     STUDY_DIR,
@@ -153,8 +154,8 @@ def _unstable_text(curve: pd.DataFrame) -> str:
 def direct_tests(study_dir: str | Path = STUDY_DIR, need: str = "energy_rank_90") -> str:
     """The README's lines on the claims notebook 06 tests directly, per task: the ID-increment bound
     against the rank full fine-tuning used and the rank trained blocks needed, LoRA-SB at 27x fewer
-    parameters or more against LoRA r = 8 (and the rest of the efficiency curve), and the spread of
-    LoRA-SB's and LoRA's validation metric over the learning-rate sweep."""
+    parameters or more against LoRA r = 8 (and the rest of the efficiency curve), and how much
+    LoRA-SB's and LoRA's validation metric depends on the rate (at full length, and over the short sweep)."""
     from gelora.analysis.rank_need import bound_vs_need, lr_sensitivity, update_needs
 
     lines = []
@@ -199,7 +200,8 @@ def direct_tests(study_dir: str | Path = STUDY_DIR, need: str = "energy_rank_90"
                   + "".join(f"; LoRA r=8 at the sweep's lr {r.lr:.3g} **{r.verdict}** {r.difference:+.3f}"
                             for r in curve.itertuples() if r.source == "study" and r.point == "lora")
                   + _unstable_text(curve)
-                  + f". *No learning-rate tuning*: validation spread over × 0.2-5, LoRA-SB {spread['lora_sb']:.3f} vs LoRA "
+                  + ". *No learning-rate tuning*: " + flatter_words(flatter(choices(folder)))
+                  + f"; the one-seed short sweep's spread over × 0.2-5: LoRA-SB {spread['lora_sb']:.3f} vs LoRA "
                   f"{spread['lora']:.3f}."]
     return "\n".join(lines) + "\n"
 
