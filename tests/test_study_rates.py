@@ -135,3 +135,5 @@ def test_flatter_is_a_t_interval_on_the_seed_drops_by_hand():
     assert study_rates.flatter(noisy)["verdict"] == "not resolved"
     assert "flatter than LoRA: **not resolved**" in study_rates.flatter_words(study_rates.flatter(noisy))
     assert study_rates.flatter(_state({"lora": (2e-3, {2e-3: [0.9] * 3})})) is None
+    with pytest.raises(ValueError, match="confidence"):
+        study_rates.flatter(state, confidence=95)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from scipy import stats as scipy_stats
 
 from gelora.analysis.results import load_records
+from gelora.core.checks import check_real
 from gelora.methods import registry
 from gelora.training.identity import run_id
 from gelora.training.tuning import SELECTION_SEEDS, RateChoice, choose, plateau_gain
@@ -195,6 +195,7 @@ def step_drops(state: dict, factor: float = 2.0) -> dict[str, np.ndarray]:
     """Per settled point of `choices`: per selection seed, its validation at the chosen rate minus
     at the worse neighbour (the lower mean) within `factor`: what one grid step off the optimum
     costs, seed by seed (the same seed at both rates: a paired difference)."""
+    check_real("factor", factor, 1, open_low=True)
     out = {}
     for method, (choice, runs) in state.items():
         if not choice.settled or choice.rate is None:
@@ -216,6 +217,7 @@ def flatter(state: dict, method: str = "lora_sb", reference: str = "lora", confi
     with a t interval: the two methods' seeds are independent samples, the standard error combines
     their variances and the quantile takes the smaller sample's S - 1 degrees of freedom (3 seeds:
     4.30, so only a large difference resolves). None if either has no step drop."""
+    check_real("confidence", confidence, 0, 1, open_low=True)
     drops = step_drops(state)
     if method not in drops or reference not in drops:
         return None
@@ -226,7 +228,8 @@ def flatter(state: dict, method: str = "lora_sb", reference: str = "lora", confi
     low, high = difference - half, difference + half
     verdict = "flatter" if low > 0 else "less flat" if high < 0 else "not resolved"
     return {"method_drop": float(a.mean()), "reference_drop": float(b.mean()), "difference": difference,
-            "low": low, "high": high, "verdict": verdict, "seeds": len(a)}
+            "low": low, "high": high, "verdict": verdict, "seeds": len(a),
+            "confidence": confidence}
 
 
 def flatter_words(result: dict | None, method: str = "LoRA-SB", reference: str = "LoRA") -> str:
@@ -235,7 +238,7 @@ def flatter_words(result: dict | None, method: str = "LoRA-SB", reference: str =
         return f"no full-length rate curve of both {method} and {reference} with a neighbour one grid step away"
     return (f"one grid step (x2) from its full-length chosen rate, {method}'s mean validation drops by "
             f"{result['method_drop']:.3f}, {reference}'s by {result['reference_drop']:.3f} ({result['seeds']} seeds per "
-            f"rate; {reference} minus {method} {result['difference']:+.3f}, 95 % t interval {result['low']:+.3f} to "
+            f"rate; {reference} minus {method} {result['difference']:+.3f}, {result['confidence'] * 100:g} % t interval {result['low']:+.3f} to "
             f"{result['high']:+.3f}): "
             + (f"{method} is **{result['verdict']}** than {reference}" if result["verdict"] != "not resolved"
                else f"whether {method} is flatter than {reference}: **not resolved**"))
