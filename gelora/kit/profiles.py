@@ -18,7 +18,16 @@ def available_profiles() -> list[str]:
 
 class _StrictLoader(yaml.SafeLoader):
     """YAML's safe loader that refuses a key repeated in one mapping (PyYAML keeps the last one
-    without a word: a second `04_fine_tuning:` section would silently replace the first)."""
+    without a word: a second `04_fine_tuning:` section would silently replace the first) and every
+    alias (`*name`): a profile has no use for them, and a kilobyte of nested aliases expands to
+    billions of values when the plan is printed."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} is not allowed in a profile "
+                                              "(write the value out)", event.start_mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = {}
@@ -32,6 +41,17 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def read_yaml(path: Path, what: str = "profile"):
+    """A YAML file read strictly (no repeated keys, no aliases), its errors naming the file and line."""
+    try:
+        with open(path, encoding="utf-8") as handle:  # a file stream: YAML's errors then name it with the line
+            return yaml.load(handle, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        raise ValueError(f"{what} {path} is not valid YAML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{what} {path} is not UTF-8 text: {error}") from None
+
+
 def load_profile(name_or_path: str) -> dict:
     """A profile by name (smoke, cpu, gpu) or by the path of a YAML file."""
     path = Path(name_or_path)
@@ -39,13 +59,7 @@ def load_profile(name_or_path: str) -> dict:
         path = PROFILES_DIR / f"{name_or_path}.yaml"
     if not path.exists():
         raise ValueError(f"unknown profile {name_or_path!r}: not one of {available_profiles()} nor a YAML file")
-    try:
-        with open(path, encoding="utf-8") as handle:  # a file stream: YAML's errors then name it with the line
-            profile = yaml.load(handle, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        raise ValueError(f"profile {path} is not valid YAML: {error}") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"profile {path} is not UTF-8 text: {error}") from None
+    profile = read_yaml(path)
     profile = {} if profile is None else profile
     if not isinstance(profile, dict):
         raise ValueError(f"profile {path} must be a mapping with common / notebooks sections, got {type(profile).__name__}")

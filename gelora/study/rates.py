@@ -238,7 +238,8 @@ def flatter_words(result: dict | None, method: str = "LoRA-SB", reference: str =
         return f"no full-length rate curve of both {method} and {reference} with a neighbour one grid step away"
     return (f"one grid step (x2) from its full-length chosen rate, {method}'s mean validation drops by "
             f"{result['method_drop']:.3f}, {reference}'s by {result['reference_drop']:.3f} ({result['seeds']} seeds per "
-            f"rate; {reference} minus {method} {result['difference']:+.3f}, {result['confidence'] * 100:g} % t interval {result['low']:+.3f} to "
+            f"rate; {reference} minus {method} {result['difference']:+.3f}, {result['confidence'] * 100:g} % t interval "
+            f"{result['low']:+.3f} to "
             f"{result['high']:+.3f}): "
             + (f"{method} is **{result['verdict']}** than {reference}" if result["verdict"] != "not resolved"
                else f"whether {method} is flatter than {reference}: **not resolved**"))
