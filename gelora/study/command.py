@@ -10,6 +10,8 @@ sweep), resumably: finished runs are read back.
     python -m gelora study --efficiency trec6 --points lora_sb@8 lora_sb@15   # tune and train those points
     python -m gelora study --block-sweep trec6 --jobs 2    # the per-block rank sweep (7 ranks x 3 seeds x 6 blocks)
     python -m gelora study --decoder-need  # bound vs need on SmolLM2-135M (gelora.study.decoder_need)
+    python -m gelora study --benchmark --plan                  # the benchmark: runs and hours per task and stage
+    python -m gelora study --benchmark sms-spam --stage select --jobs 2   # choose its rates (seeds 0-2)
 """
 from __future__ import annotations
 
@@ -138,6 +140,58 @@ def _tune_track(track, name: str, args, seeds, table: Path, logs: Path) -> int:
     return 1 if run_jobs(todo, args.jobs, logs) else 0
 
 
+def _benchmark(args) -> int:
+    """The benchmark's plan, or one stage of it for the named tasks (gelora.study.benchmark)."""
+    from gelora.study import benchmark as bm
+    from gelora.study.grid import run_jobs
+    from gelora.study.rates import cost
+
+    bench = bm.load_benchmark(args.benchmark_profile)
+    tasks = {t.name: t for t in bench.tasks}
+    unknown = sorted(set(args.benchmark) - set(tasks))
+    if unknown:
+        print(f"{PROG}: unknown task(s) {unknown}; the benchmark has {sorted(tasks)}", file=sys.stderr)
+        return 1
+    chosen = [tasks[n] for n in args.benchmark] or list(tasks.values())
+    stages = bm.STAGES if args.stage == "all" else (args.stage,)
+    if not args.plan and set(stages) & {"heldout", "null"}:
+        print(f"held-out runs under the pre-registration of commit {bm.preregistered()[:12]}", flush=True)
+    total_runs, total_s = 0, 0.0
+    for task in chosen:
+        for stage in stages:
+            for _round in range(1, 100):
+                current = bm.state(bench, task)
+                track = next(iter(current.values()))[3]
+                if stage == "select":
+                    todo = bm.selection_runs(bench, task)
+                    pending = [label for label, (c, *_) in current.items() if not c.settled]
+                    note = f"pending: {', '.join(pending)}" if pending else "every rate settled"
+                else:
+                    planned = (bm.heldout_runs if stage == "heldout" else bm.null_runs)(bench, task, current)
+                    todo = [c for c in planned if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()]
+                    settled = all(c.settled for c, *_ in current.values())
+                    note = f"{len(planned) - len(todo)} of {len(planned)} done" if settled else "waits for the rates"
+                    if not settled:  # what it will need, counted at this task's (or a default) run time
+                        todo = [next(iter(current.values()))[2]] * bm.projected(bench, stage)
+                        note += f"; {len(todo)} projected"
+                seconds = cost(track, todo)
+                print(f"{task.name:>17} {stage:>8}: {len(todo):4d} run(s), about {seconds / 3600 / args.jobs:5.2f} h "
+                      f"at {args.jobs} jobs ({note})", flush=True)
+                if args.plan or not todo or (stage != "select" and not settled):
+                    total_runs, total_s = total_runs + len(todo), total_s + seconds
+                    break
+                if run_jobs(todo, args.jobs, task.folder / "logs"):
+                    print(f"{task.name}: a run failed (see {task.folder / 'logs'}); stopping", file=sys.stderr)
+                    return 1
+                if stage != "select":
+                    break
+    if args.plan:
+        print(f"in all: {total_runs} run(s) known now, about {total_s / 3600 / args.jobs:.1f} h at {args.jobs} jobs "
+              "(selection: this round only, more rounds follow until every rate is settled; time: each task's mean run "
+              "time so far, 60 s before its first run)")
+    return 0
+
+
 def main(argv=None) -> int:
     from gelora.kit.paths import repo_root
 
@@ -165,7 +219,26 @@ def main(argv=None) -> int:
     parser.add_argument("--plan", action="store_true",
                         help="with --tune, --efficiency, --allocators or --decoder-need: print what would be trained, train nothing")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side for --tune, --efficiency and --block-sweep")
+    parser.add_argument("--benchmark", nargs="*", metavar="TASK", default=None,
+                        help="the benchmark (docs/PREREGISTRATION.md): with --plan its runs and hours per task and stage; "
+                             "else train --stage for these tasks (none named: every task)")
+    parser.add_argument("--stage", default="select", choices=("select", "heldout", "null", "all"),
+                        help="with --benchmark: select (rates on seeds 0-2), heldout (every point and its neighbouring "
+                             "rates on the held-out seeds), null (random allocations), all")
+    parser.add_argument("--benchmark-profile", default=None, metavar="YAML",
+                        help="with --benchmark: another benchmark profile (default gelora/profiles/benchmark/nine-tasks.yaml)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a whole number >= 1, got {args.jobs}")
+    if args.benchmark is not None:
+        from gelora.study.benchmark import PROFILE
+
+        args.benchmark_profile = args.benchmark_profile or PROFILE
+        try:
+            return _benchmark(args)
+        except (ValueError, RuntimeError, FileNotFoundError) as error:
+            print(f"{PROG}: {error}", file=sys.stderr)
+            return 1
     if args.tune is not None:
         return _tune(args)
     if args.tune is None and (args.efficiency is not None or args.allocators is not None):
