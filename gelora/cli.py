@@ -3,7 +3,8 @@
     gelora profile MODEL DATA        the per-layer intrinsic-dimension profile (CSV and figure)
     gelora recommend MODEL DATA      GeLoRA ranks at a budget, as a PEFT adapter_config.json
     gelora train ...                 one fine-tuning run
-    gelora grid ...                  the runs of a profile's grid as command lines
+    gelora grid ...                  the runs of a profile's grid: shown, trained here, a jobs file, or submitit
+    gelora job FILE --index N        run job N of a jobs file (argv lists: no shell ever parses them)
     gelora run ...                   the notebook pipeline
     gelora predict ADAPTER DATA      score a CSV/JSONL/.txt file with an adapter saved by `train --save-adapter`
     gelora export ADAPTER MODEL OUT  a saved LoRA-SB / LoRA-XS adapter as a plain PEFT LoRA adapter
@@ -267,7 +268,8 @@ def parser() -> argparse.ArgumentParser:
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ImportError, KeyError)
 # Subcommands whose flags live in their own module (one definition): (name, module, help).
 FORWARDED = (("train", "gelora.training.train", "one fine-tuning run"),
-             ("grid", "gelora.study.grid", "a profile's grid: command lines, local jobs or submitit"),
+             ("grid", "gelora.study.grid", "a profile's grid: command lines, local jobs, a jobs file or submitit"),
+             ("job", "gelora.study.jobs", "run one job of a jobs file written by grid --write-jobs, without a shell"),
              ("run", "gelora.kit.pipeline", "the notebook pipeline"),
              ("study", "gelora.study.command", "the study: verdicts, README section, rate protocol"),
              ("book", "gelora.kit.book", "the reference runs as a book"),

@@ -18,11 +18,11 @@ from gelora.kit import plots  # noqa: E402
 from gelora.kit.settle import changed, settle  # noqa: E402
 
 
-def figure_png(ys) -> bytes:
+def figure_png(ys, form="png") -> bytes:
     fig, ax = plt.subplots(figsize=(3, 2))
     ax.plot(ys)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format=form)
     plt.close(fig)
     return buffer.getvalue()
 
@@ -50,7 +50,7 @@ def repo(tmp_path):
     (out / "r.json").write_text(json.dumps({"ranks": [7, 10], "dimensions": [39.756685132388164, 1.7242985716345416]}))
     ys = np.linspace(0, 1, 50) ** 2
     (out / "f.png").write_bytes(figure_png(ys))
-    (out / "f.pdf").write_bytes(b"%PDF committed")
+    (out / "f.pdf").write_bytes(figure_png(ys, "pdf"))
     (out / "n.ipynb").write_text(notebook(39.756685132388164, figure_png(ys), 1.5))
     run("add", ".")
     run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "outputs")
@@ -66,7 +66,7 @@ def rewrite(root, ys, scale: float, word: str = "layer", bend: float = 0.0):
                                                                             1.7242961572566458]}))
     bent = ys + bend * np.sin(np.arange(len(ys)))
     (out / "f.png").write_bytes(figure_png(bent))
-    (out / "f.pdf").write_bytes(b"%PDF rerun")
+    (out / "f.pdf").write_bytes(figure_png(bent, "pdf"))
     (out / "n.ipynb").write_text(notebook(39.756685132388164 * (1 + scale), figure_png(bent), 2.5,
                                           chunks=("lora seed 0: done\nlora seed 1: done\n",)))  # other pieces
     return sorted(changed(root, ["results"]))
@@ -106,3 +106,50 @@ def test_the_spectrum_stops_at_the_svd_resolution():
     (line,) = fig.axes[0].get_lines()
     assert list(line.get_xdata()) == [1, 2, 3]
     plt.close(fig)
+
+
+@pytest.mark.parametrize("name, committed, rerun", [
+    ("parameters in a table", "params\n22713218\n", "params\n22713220\n"),
+    ("a count in JSON", '{"adapter_params": 147456}', '{"adapter_params": 147457}'),
+    ("a step count in a table", "step,loss\n268,0.5\n", "step,loss\n269,0.5\n"),
+])
+def test_a_change_of_one_unit_in_a_whole_number_is_real(tmp_path, name, committed, rerun):
+    """Whole numbers carry no BLAS noise: 22,713,218 -> 22,713,220 is within 1e-5 relative, and still
+    a real change."""
+    suffix = ".json" if "JSON" in name else ".csv"
+    run = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    run("init", "-q")
+    path = tmp_path / f"out{suffix}"
+    path.write_text(committed)
+    run("add", ".")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "outputs")
+    path.write_text(rerun)
+    assert settle([path], tmp_path, log=lambda *_: None) == [] and path.read_text() == rerun
+
+
+def test_a_printed_count_in_a_notebook_is_real_and_a_pdf_is_compared_on_its_own(repo):
+    root, ys = repo
+    out = root / "results"
+    text = (out / "n.ipynb").read_text().replace("lora seed 1: done", "lora seed 1: done (147456 parameters)")
+    subprocess.run(["git", "-C", str(root), "commit", "-qam", "count"], check=False, capture_output=True)
+    (out / "n.ipynb").write_text(text)
+    subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "count"],
+                   check=True, capture_output=True)
+    (out / "n.ipynb").write_text(text.replace("147456 parameters", "147457 parameters"))
+    # the PDF really changed (a bent line) while its PNG twin is rewritten unchanged
+    (out / "f.pdf").write_bytes(figure_png(ys + 2e-3 * np.sin(np.arange(len(ys))), "pdf"))
+    (out / "f.png").write_bytes(figure_png(ys))
+    lines = []
+    kept = settle(changed(root, ["results"]), root, log=lines.append)
+    assert {p.name for p in changed(root, ["results"])} == {"n.ipynb", "f.pdf"} and kept == []
+
+
+def test_each_kept_file_is_listed_with_its_largest_difference(repo):
+    root, ys = repo
+    rewrite(root, ys, 3e-7)
+    lines = []
+    settle(changed(root, ["results"]), root, log=lines.append)
+    # p.csv moved by 3e-7; r.json's second dimension differs by 1.4e-6 in the fixture itself
+    assert "results/p.csv: largest relative difference 3e-07" in lines[0]
+    assert "results/r.json: largest relative difference 1.4e-06" in lines[0]
+    assert "whole numbers equal" in lines[0]

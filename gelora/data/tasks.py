@@ -75,6 +75,28 @@ def _label_order(values: list[str]) -> list[str]:
 
 
 
+STRAY_SHARE = 0.9  # whole-number labels at least this share of rows: a non-whole one is a stray, not a score
+
+
+def _whole_name(value: str) -> str:
+    return str(int(float(value)))
+
+
+def _decide_task(raw: list[str], numeric: bool, source: str, label_column: str) -> str:
+    """Classification unless the labels are clearly a continuous score: whole numbers (as text or
+    numbers) are class ids; a few non-whole values among whole ones are an error naming their rows
+    (declare task='regression' when the column really is a score)."""
+    if not numeric:
+        return "classification"
+    stray = [i for i, v in enumerate(raw) if not float(v).is_integer()]
+    if not stray:
+        return "classification"
+    if len(stray) <= (1 - STRAY_SHARE) * len(raw):
+        raise _row_error(source, stray, f"non-whole label(s) in {label_column!r} among whole-number class ids "
+                         "(a typo?); if the column is a score, declare task='regression' (--task regression)")
+    return "regression"
+
+
 def _from_frame(frame: pd.DataFrame, name: str, split: str, text_column: str,
                 label_column: str | None, task: str | None, label_names: list[str] | None,
                 source: str | None = None) -> TextDataset:
@@ -97,10 +119,11 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_column: str,
     bad = [i for i, v in enumerate(raw) if not v]
     if bad:
         raise _row_error(source, bad, f"missing label(s) in column {label_column!r}")
+    numeric = all(is_number(v) for v in raw)
     if task is None:
-        numeric = all(is_number(v) for v in raw)
-        whole = numeric and all(float(v).is_integer() for v in raw)
-        task = "regression" if numeric and not whole else "classification"
+        task = _decide_task(raw, numeric, source, label_column)
+    if task == "classification" and numeric and all(float(v).is_integer() for v in raw):
+        raw = [_whole_name(v) for v in raw]  # "1", "1.0" and " 1" are one class
     if task == "regression":
         bad = [i for i, v in enumerate(raw) if not is_number(v)]
         if bad:
@@ -112,6 +135,8 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_column: str,
         if len(set(label_names)) != len(label_names) or len(label_names) < 2:
             raise ValueError(f"label_names must be at least 2 distinct names, got {label_names!r}")
         names = [str(n) for n in label_names]
+        if all(is_number(n) and float(n).is_integer() for n in names) and numeric:
+            names = [_whole_name(n) for n in names]
     else:
         names = _label_order(raw)
     index = {label: i for i, label in enumerate(names)}

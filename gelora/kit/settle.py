@@ -8,8 +8,11 @@ covers only what can change them). A rewritten file that is tracked by git is co
 committed version, by kind: tables and JSON number by number (relative tolerance RTOL), executed
 notebooks cell by cell once their timings are set aside (numbers in text outputs within RTOL,
 images as below), PNG figures by matplotlib's image comparison (RMS of the pixel difference at
-most IMAGE_TOL), a PDF with the PNG of the same figure. Equal: the committed bytes are put back.
-Anything else (another column, a changed word, a number beyond RTOL) keeps the new file.
+most IMAGE_TOL), a PDF on its own (its drawing streams as text, coordinates within PDF_TOL points,
+everything else exact but its dates and id). Whole numbers (counts, parameters, steps) must be equal: only
+decimals carry BLAS noise. Equal: the committed bytes are put back, and each kept file is listed
+with the largest difference found. Anything else (another column, a changed word or count, a number
+beyond RTOL) keeps the new file.
 """
 from __future__ import annotations
 
@@ -20,10 +23,12 @@ import math
 import re
 import subprocess
 import tempfile
+import zlib
 from pathlib import Path
 
 RTOL = 1e-5  # float32 sums carry about 7 significant digits; a difference of two (an ID increment) loses one or two
 IMAGE_TOL = 0.3  # RMS over pixels on 0-255: seen 0.01-0.1 across machines; a line moved by 0.3 px gives 3.6
+PDF_TOL = 0.01  # points (1/7200 inch) a PDF's drawn coordinates may move: noise moves them ~1e-4, 0.3 px moves 0.2
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -37,22 +42,49 @@ def committed(path: Path, root: Path) -> bytes | None:
     return done.stdout if done.returncode == 0 else None
 
 
+LARGEST = {"relative": 0.0, "rms": 0.0}  # the largest difference a comparison accepted (reset per file)
+
+
 def close(a: float, b: float) -> bool:
     if math.isnan(a) or math.isnan(b):  # an empty cell of a table
         return math.isnan(a) and math.isnan(b)
-    return a == b or (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= RTOL * max(abs(a), abs(b)))
+    if a == b:
+        return True
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return False
+    relative = abs(a - b) / max(abs(a), abs(b))
+    if relative <= RTOL:
+        LARGEST["relative"] = max(LARGEST["relative"], relative)
+        return True
+    return False
 
 
-def same_text(a: str, b: str) -> bool:
-    """Equal words, and numbers equal within RTOL."""
+def _is_whole(text: str) -> bool:
+    return "." not in text and "e" not in text.lower()
+
+
+def same_text(a: str, b: str, absolute: float | None = None) -> bool:
+    """Equal words, whole numbers equal, decimals equal within RTOL (or within `absolute`)."""
     if NUMBER.split(a) != NUMBER.split(b):
         return False
-    return all(close(float(x), float(y)) for x, y in zip(NUMBER.findall(a), NUMBER.findall(b)))
+    for x, y in zip(NUMBER.findall(a), NUMBER.findall(b)):
+        if _is_whole(x) and _is_whole(y):
+            if x != y:
+                return False
+        elif absolute is not None:
+            if abs(float(x) - float(y)) > absolute:
+                return False
+        elif not close(float(x), float(y)):
+            return False
+    return True
 
 
 def same_data(a, b) -> bool:
-    """Parsed JSON compared recursively: numbers within RTOL, strings as text, the rest exactly."""
+    """Parsed JSON compared recursively: integers exactly, other numbers within RTOL, strings as
+    text, the rest exactly."""
     if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a == b
+    if isinstance(a, int) and isinstance(b, int):  # counts, parameters, steps: no BLAS noise in them
         return a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return close(float(a), float(b))
@@ -74,9 +106,12 @@ def same_png(a: bytes, b: bytes) -> bool:
         first.write_bytes(a)
         second.write_bytes(b)
         try:
-            return compare_images(str(first), str(second), tol=IMAGE_TOL) is None
+            result = compare_images(str(first), str(second), tol=IMAGE_TOL, in_decorator=True)
         except Exception:  # another size: not the same figure
             return False
+        if result is None:
+            return True  # equal at the tolerance (compare_images reports no RMS then: it is below IMAGE_TOL)
+        return False
 
 
 def _output_data(output: dict) -> dict:
@@ -139,35 +174,68 @@ def same_table(a: bytes, b: bytes) -> bool:
     return same_data(x.to_dict("list"), y.to_dict("list"))
 
 
-COMPARE = {".csv": same_table, ".json": lambda a, b: same_data(json.loads(a), json.loads(b)),
+STREAM = re.compile(rb"stream\r?\n(.*?)\r?\nendstream", re.S)
+# what moves with the bytes rather than the drawing: dates, the file id, stream lengths (also as objects
+# of their own, as matplotlib writes them) and the cross-reference offsets
+PDF_VOLATILE = re.compile(rb"/(?:CreationDate|ModDate) \(.*?\)|/ID \[.*?\]|/Length \d+(?: 0 R)?|\d+ 0 obj\s*\d+\s*endobj"
+                          rb"|startxref\s+\d+|xref.*?trailer", re.S)
+
+
+def _pdf_parts(data: bytes) -> tuple[bytes, list[bytes]]:
+    """A PDF's object text (dates, id, lengths and the cross-reference table set aside) and its
+    streams, inflated where they are compressed."""
+    streams = []
+    for raw in STREAM.findall(data):
+        try:
+            streams.append(zlib.decompress(raw))
+        except zlib.error:
+            streams.append(raw)
+    return PDF_VOLATILE.sub(b"", STREAM.sub(b"stream", data)), streams
+
+
+def same_pdf(a: bytes, b: bytes) -> bool:
+    """A PDF compared on its own: the object text (decimals within RTOL) and every drawing stream as
+    text (coordinates within PDF_TOL points, the rest exact); binary streams (fonts, embedded
+    images) byte for byte."""
+    (text_a, streams_a), (text_b, streams_b) = _pdf_parts(a), _pdf_parts(b)
+    if len(streams_a) != len(streams_b) or not same_text(text_a.decode("latin-1"), text_b.decode("latin-1")):
+        return False
+    for x, y in zip(streams_a, streams_b):
+        if x == y:
+            continue
+        if not (x.isascii() and y.isascii() and same_text(x.decode("ascii"), y.decode("ascii"), absolute=PDF_TOL)):
+            return False
+    return True
+
+
+COMPARE = {".pdf": same_pdf, ".csv": same_table, ".json": lambda a, b: same_data(json.loads(a), json.loads(b)),
            ".ipynb": same_notebook, ".png": same_png}
 
 
 def settle(paths, root: Path, log=print) -> list[Path]:
     """Put the committed bytes back in every file of `paths` that equals its committed version up
-    to noise (see the module's doc); returns the files kept. A PDF follows its PNG twin."""
-    kept = []
-    paths = sorted({Path(p) for p in paths}, key=lambda p: (p.suffix == ".pdf", str(p)))
-    for path in paths:
+    to noise (see the module's doc); returns the files kept, each logged with the largest relative
+    difference its comparison accepted."""
+    kept, lines = [], []
+    for path in sorted({Path(p) for p in paths}, key=str):
         old = committed(path, root) if path.is_file() else None
         new = path.read_bytes() if path.is_file() else None
         if old is None or new is None or old == new:
             continue
-        if path.suffix == ".pdf":  # the same figure as its PNG twin: settled with it, or unchanged
-            twin = path.with_suffix(".png")
-            equal = twin in kept or (twin.is_file() and committed(twin, root) == twin.read_bytes())
-        else:
-            compare = COMPARE.get(path.suffix)
-            try:
-                equal = compare is not None and compare(old, new)
-            except (ValueError, UnicodeDecodeError):
-                equal = False
+        compare = COMPARE.get(path.suffix)
+        LARGEST.update(relative=0.0)
+        try:
+            equal = compare is not None and compare(old, new)
+        except (ValueError, UnicodeDecodeError):
+            equal = False
         if equal:
             path.write_bytes(old)
             kept.append(path)
+            detail = "images within the tolerance" if path.suffix == ".png" else f"largest relative difference {LARGEST['relative']:.2g}"
+            lines.append(f"  {path.relative_to(root) if path.is_relative_to(root) else path}: {detail}")
     if kept:
         log(f"kept the committed bytes of {len(kept)} file(s) a rerun reproduced up to floating-point noise "
-            f"(numbers within {RTOL:g} relative, images within RMS {IMAGE_TOL:g})")
+            f"(decimals within {RTOL:g} relative, whole numbers equal, images within RMS {IMAGE_TOL:g}):\n" + "\n".join(lines))
     return kept
 
 

@@ -1,16 +1,20 @@
 """The fine-tuning grid of notebook 04 (methods x seeds at one budget), as configs and as
 independent command lines.
 
-    python -m gelora grid --profile gpu                          # one `python -m gelora train ...` per run
+    python -m gelora grid --profile gpu                          # show one `python -m gelora train ...` per run
     python -m gelora grid --profile gpu --launcher accelerate    # `accelerate launch -m gelora.training.train ...`
-    python -m gelora grid --profile cpu --missing | xargs -d '\n' -n 1 -P 2 sh -c
+    python -m gelora grid --profile cpu --missing --jobs 2       # train the missing runs here, 2 at a time
+    python -m gelora grid --profile gpu --write-jobs jobs.jsonl  # the runs as a JSON Lines jobs file ...
+    python -m gelora job jobs.jsonl --index 3                    # ... whose job 3 (from 1) runs without a shell
     python -m gelora grid --profile study --sweep --jobs 2      # run the sweep's jobs here, 2 at a time
     python -m gelora grid --profile gpu --executor slurm --partition gpu --gpus-per-job 1 --time-min 120
     python -m gelora grid --profile smoke --executor local --jobs 2   # submitit's local executor
 
-Each printed line is a standalone job for a SLURM job array, `xargs -P`, or one process per GPU;
-`--executor` submits the missing runs through submitit instead (gelora.training.cluster): a SLURM job array
-or its local executor, finished runs skipped, failures reported with their log. Both build exactly
+The printed lines are for reading: jobs run from argument lists, never through a shell (`--jobs N`
+here, `--write-jobs` with `gelora job` for a job array or one process per GPU, or `--executor`,
+which submits the missing runs through submitit (gelora.training.cluster): a SLURM job array or its
+local executor, finished runs skipped, failures reported with their log). Every notice goes to
+stderr, so stdout holds the job lines only. Both build exactly
 the configs notebook 04 builds (the same function makes them), so once the jobs have finished,
 notebook 04 reads every record back and trains nothing.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -129,9 +134,14 @@ def profile_parameters(profile: str, overrides=(), run_dir: str | None = None) -
 
 
 def command_line(config: FinetuneConfig, launcher: str = "python") -> str:
-    """A shell line that runs this config with `python -m gelora train` (only the settings that
-    differ from the defaults are written), under torchrun or accelerate with `config.processes`
-    processes when asked."""
+    """`command_argv` as one quoted line, to read (jobs run from argv lists, never through a shell)."""
+    return shlex.join(command_argv(config, launcher))
+
+
+def command_argv(config: FinetuneConfig, launcher: str = "python") -> list[str]:
+    """The argv that runs this config with `python -m gelora train` (only the settings that differ
+    from the defaults are written), under torchrun or accelerate with `config.processes` processes
+    when asked. Every value is one argument: nothing is parsed by a shell."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
     processes = config.processes or 1
@@ -158,7 +168,7 @@ def command_line(config: FinetuneConfig, launcher: str = "python") -> str:
     prefix = {"python": [sys.executable, "-m"],
               "torchrun": ["torchrun", f"--nproc-per-node={processes}", "-m"],
               "accelerate": ["accelerate", "launch", f"--num_processes={processes}", "-m"]}[launcher]
-    return shlex.join([*prefix, "gelora.training.train", *args])
+    return [*prefix, "gelora.training.train", *args]
 
 
 def run_jobs(configs: list[FinetuneConfig], jobs: int, log_dir: Path, log=print) -> int:
@@ -174,7 +184,7 @@ def run_jobs(configs: list[FinetuneConfig], jobs: int, log_dir: Path, log=print)
     def one(config: FinetuneConfig) -> bool:
         start = time.perf_counter()
         with open(log_dir / f"{run_id(config)}.log", "w") as out:
-            code = subprocess.call(shlex.split(command_line(config)), stdout=out, stderr=subprocess.STDOUT, env=env)
+            code = subprocess.call(command_argv(config), stdout=out, stderr=subprocess.STDOUT, env=env)
         if log is not None:
             log(f"{config.method:>10} seed {config.seed} lr {config.lr or 'default'}: "
                 f"{'done' if code == 0 else f'FAILED (exit {code}, see {log_dir / run_id(config)}.log)'} "
@@ -210,38 +220,52 @@ def main(argv=None) -> int:
     cluster.add_argument("--mem-gb", type=int, default=None, help="SLURM memory per job, in GB")
     cluster.add_argument("--array-parallelism", type=int, default=16, help="SLURM jobs of the array running at once")
     cluster.add_argument("--no-wait", action="store_true", help="submit and return (rerun later: finished runs are skipped)")
+    parser.add_argument("--write-jobs", default=None, metavar="FILE.jsonl",
+                        help="write the runs as a JSON Lines jobs file (one argv per line) that `gelora job FILE --index N` runs")
     args = parser.parse_args(argv)
+    out = sys.stdout  # the job lines' stream
     try:
-        params = profile_parameters(args.profile, args.param, args.run_dir)
-        if args.processes != 1:
-            params["processes"] = args.processes
-        if args.jobs is not None and (args.launcher != "python" or args.processes != 1):
-            raise ValueError("--jobs runs one-process jobs: leave out --launcher and --processes")
-        if not args.sweep and params.get("lr_factors"):  # the comparison's rates come from the sweep's records
-            sweep, _ = notebook_grid(**params, sweep_only=True)
-            unswept = [c for c in sweep if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()]
-            if unswept:
-                raise ValueError(f"profile {args.profile!r} chooses its rates by a learning-rate sweep, and {len(unswept)} "
-                                 f"of its {len(sweep)} runs have no record yet: print them with --sweep (or train them "
-                                 "here with --sweep --jobs N) first; this command trains nothing to decide rates")
-        configs, _ = notebook_grid(**params, sweep_only=args.sweep)
-        if args.sweep and not configs:
-            raise ValueError(f"profile {args.profile!r} has no learning-rate sweep (lr_factors is empty)")
-        if args.missing or args.jobs is not None:
-            configs = [c for c in configs if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()]
-        if args.executor is not None:
-            return _submit(args, params, [c for c in configs if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()])
-        if args.jobs is not None:  # seed by seed: a study stopped early still has every method at its first seeds
-            from gelora.kit.paths import resolve
-
-            configs = sorted(configs, key=lambda c: c.seed)
-            failed = run_jobs(configs, args.jobs, resolve(params["run_dir"]) / "logs")
-            return 1 if failed else 0
-        for config in configs:
-            print(command_line(config, args.launcher))
+        with contextlib.redirect_stdout(sys.stderr):  # notices (data splits, probes) never mix with the job lines
+            return _main(args, out)
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1
+
+
+def _main(args, out) -> int:
+    params = profile_parameters(args.profile, args.param, args.run_dir)
+    if args.processes != 1:
+        params["processes"] = args.processes
+    if args.jobs is not None and (args.launcher != "python" or args.processes != 1):
+        raise ValueError("--jobs runs one-process jobs: leave out --launcher and --processes")
+    if not args.sweep and params.get("lr_factors"):  # the comparison's rates come from the sweep's records
+        sweep, _ = notebook_grid(**params, sweep_only=True)
+        unswept = [c for c in sweep if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()]
+        if unswept:
+            raise ValueError(f"profile {args.profile!r} chooses its rates by a learning-rate sweep, and {len(unswept)} "
+                             f"of its {len(sweep)} runs have no record yet: print them with --sweep (or train them "
+                             "here with --sweep --jobs N) first; this command trains nothing to decide rates")
+    configs, _ = notebook_grid(**params, sweep_only=args.sweep)
+    if args.sweep and not configs:
+        raise ValueError(f"profile {args.profile!r} has no learning-rate sweep (lr_factors is empty)")
+    if args.missing or args.jobs is not None:
+        configs = [c for c in configs if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()]
+    if args.executor is not None:
+        return _submit(args, params, [c for c in configs if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()])
+    if args.jobs is not None:  # seed by seed: a study stopped early still has every method at its first seeds
+        from gelora.kit.paths import resolve
+
+        configs = sorted(configs, key=lambda c: c.seed)
+        failed = run_jobs(configs, args.jobs, resolve(params["run_dir"]) / "logs")
+        return 1 if failed else 0
+    if args.write_jobs is not None:
+        from gelora.study.jobs import write_jobs
+
+        path = write_jobs(configs, args.write_jobs, args.launcher)
+        print(f"{len(configs)} job(s) written to {path}: run job N with `gelora job {path} --index N`")
+        return 0
+    for config in configs:
+        print(command_line(config, args.launcher), file=out, flush=True)
     return 0
 
 

@@ -163,9 +163,31 @@ def _check_real(config, name: str, low: float, high: float = math.inf, open_low:
     check_real(name, getattr(config, name), low, high, open_low, optional)
 
 
+# a prompt template may hold line breaks and tabs; no other setting may hold a control character
+MULTILINE = ("generation_template",)
+
+
+def check_no_control(name: str, value) -> None:
+    """A text setting (or a list of them) without control characters: a newline in a dataset
+    folder's name would split a job line in two, and a terminal escape rewrites what the user sees."""
+    for text in value if isinstance(value, list) else [value]:
+        if not isinstance(text, str):
+            continue
+        allowed = "\n\t" if name in MULTILINE else ""
+        bad = sorted({c for c in text if (ord(c) < 32 or ord(c) == 127) and c not in allowed})
+        if bad:
+            raise ValueError(f"{name} must not contain control characters, got {text!r} (it holds "
+                             f"{', '.join(repr(c) for c in bad)})")
+
+
 def validate(config: FinetuneConfig) -> None:
     """Check every setting before any work: the argument, its value and what is allowed."""
     get_method(config.method)
+    for f in dataclasses.fields(config):
+        if f.name != "options":
+            check_no_control(f.name, getattr(config, f.name))
+    for name, value in config.options.items():
+        check_no_control(name, value)
     for name in ("dataset", "model", "test_split", "generation_template", "output_dir", "text_column", "label_column"):
         if not isinstance(getattr(config, name), str) or not getattr(config, name):
             raise ValueError(f"{name} must be a non-empty string, got {getattr(config, name)!r}")

@@ -12,8 +12,11 @@ base model, the task, the label names and the run it came from.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,65 @@ def saved_run_id(folder: str | os.PathLike) -> str | None:
         return None
 
 
+def check_save_target(folder: str | os.PathLike, run_id: str, output_dir: str | os.PathLike, force: bool = False) -> Path:
+    """Refuse, before any training, a --save-adapter folder that cannot take this run's adapter: a
+    file, the results folder itself, a folder holding another run's adapter or other files (unless
+    `force`), or one whose parent cannot be written."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--save-adapter {folder} is a file: give a folder for the adapter")
+    if folder.resolve() == Path(output_dir).resolve():
+        raise ValueError(f"--save-adapter {folder} is the results folder (--output-dir): give the adapter a folder of its own")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        other = saved_run_id(folder)
+        if other is None:
+            raise ValueError(f"--save-adapter {folder} is not empty and holds no gelora adapter: give a new folder "
+                             "(or --force to replace what is there)")
+        if other != run_id:
+            raise ValueError(f"--save-adapter {folder} holds the adapter of another run ({other}): give another folder "
+                             "(or --force to replace it)")
+    parent = folder.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tempfile.TemporaryDirectory(dir=parent).cleanup()
+    except OSError as error:
+        raise ValueError(f"--save-adapter {folder}: cannot write in {parent} ({error.strerror})") from None
+    return folder
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file of a saved folder but its run file."""
+    return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != RUN_FILE}
+
+
+def verify_saved(folder: str | os.PathLike) -> dict:
+    """The run file of a saved folder, after checking that every file it lists has its checksum and
+    that no file is there it does not list (weights copied in from another run, or a write cut short)."""
+    folder = Path(folder)
+    meta = json.loads((folder / RUN_FILE).read_text())
+    listed = meta.get("files")
+    if not isinstance(listed, dict):
+        raise ValueError(f"{folder / RUN_FILE} lists no checksums of its files: save the adapter again with this "
+                         "version of gelora (`gelora train ... --save-adapter`)")
+    found = _files(folder)
+    changed = sorted(name for name in listed if found.get(name) != listed[name])
+    extra = sorted(set(found) - set(listed))
+    if changed or extra:
+        raise ValueError(f"{folder} does not hold what run {meta.get('run_id')} saved: "
+                         + "; ".join(part for part in (f"changed or missing: {changed}" if changed else "",
+                                                       f"not written by it: {extra}" if extra else "") if part))
+    return meta
+
+
 def initial_adapter(model, method: str, scratch: str | os.PathLike) -> Path | None:
     """PiSSA and LoRA-GA move the base weights at init: PEFT converts their trained adapter to a
     plain LoRA on the original weights from the adapter saved before training (returned here)."""
@@ -47,14 +109,42 @@ def initial_adapter(model, method: str, scratch: str | os.PathLike) -> Path | No
 
 
 def save_trained(model, tokenizer, folder: str | os.PathLike, run: dict, initial: Path | None = None) -> Path:
-    """Write the trained model of `run` (a result record) to `folder` in its users' format."""
+    """Write the trained model of `run` (a result record) to `folder` in its users' format: into a
+    new hidden folder beside it, then renamed into place (`check_save_target` has refused a folder
+    holding another run's adapter before training)."""
+    target = Path(folder)
+    target.resolve().parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=target.resolve().parent, prefix=f".{target.name}.", suffix=".partial"))
+    try:
+        _write_trained(model, tokenizer, folder, run, initial)
+        _publish(folder, target)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return target
+
+
+def _publish(folder: Path, target: Path) -> None:
+    """Files readable by others, then the finished folder put in place of `target` by renames: a
+    kill leaves the old adapter or the new one (or the old one under a hidden name), never a mix."""
+    for path in folder.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    os.chmod(folder, 0o755)
+    if target.exists():
+        old = target.resolve().parent / f".{target.name}.replaced-{os.getpid()}"
+        os.replace(target, old)
+        os.replace(folder, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(folder, target)
+
+
+def _write_trained(model, tokenizer, folder: Path, run: dict, initial: Path | None) -> None:
     from peft import PeftModel
 
     from gelora.adapters.files import save_adapter
     from gelora.adapters.lora_xs import adapter_layers
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     if isinstance(model, PeftModel):
         kind = "peft"
         model.save_pretrained(str(folder), save_embedding_layers=False,  # the base vocabulary is unchanged
@@ -76,8 +166,8 @@ def save_trained(model, tokenizer, folder: str | os.PathLike, run: dict, initial
             "label_column": run["config"].get("label_column", "label"),
             "base_fingerprint": run["identity"]["content"]["model"], "dataset": run["dataset"],
             "test": run["test"], "metric": run["metric"]}
+    meta["files"] = _files(folder)  # ties the weights to this run: load_trained checks every one
     (folder / RUN_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return folder
 
 
 def _put_back_head(model, folder: Path) -> None:
@@ -108,7 +198,7 @@ def load_trained(folder: str | os.PathLike):
     folder = Path(folder)
     if not (folder / RUN_FILE).is_file():
         raise FileNotFoundError(f"{folder} holds no {RUN_FILE}: not a folder written by `gelora train --save-adapter`")
-    meta = json.loads((folder / RUN_FILE).read_text())
+    meta = verify_saved(folder)
     if meta.get("format") not in FORMATS:
         raise ValueError(f"{folder / RUN_FILE}: unknown format {meta.get('format')!r}; expected one of {FORMATS}")
     if meta["task"] not in ("classification", "regression"):

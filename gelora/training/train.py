@@ -40,7 +40,7 @@ from gelora.training.identity import run_id, run_identity
 # the plain loop lives in gelora.training.loop; notebook 03 reads first_steps from here
 from gelora.training.loop import default_lr, first_steps, is_head, train_steps  # noqa: F401
 from gelora.training.predictions import example_scores, write_predictions
-from gelora.training.saved import initial_adapter, save_trained, saved_run_id
+from gelora.training.saved import check_save_target, initial_adapter, save_trained, saved_run_id
 
 PROG = "python -m gelora.training.train"  # `gelora train` sets its own name in help and errors
 
@@ -150,6 +150,8 @@ def finetune(method: str | None = None, config: FinetuneConfig | None = None, **
             return record
         print(f"{run_id(config)}: the record exists but no adapter of it was saved; training it again to save one "
               f"in {config.save_adapter}", flush=True)
+    if config.save_adapter is not None:  # before training: a finished adapter is never overwritten by accident
+        check_save_target(config.save_adapter, run_id(config), config.output_dir, config.force)
     if config.processes is not None and config.processes != world_size():
         raise ValueError(f"no record of this run with processes={config.processes} in {config.output_dir}, and this "
                          f"launch has {world_size()} process(es): train it with `torchrun --nproc-per-node "
