@@ -40,34 +40,38 @@ def test_launchers(tmp_path):
         train.finetune(config=configs[1])  # one process never trains a run declared for two
 
 
-def readme_xargs() -> list[str]:
-    """The README's xargs recipe for jobs.txt, as an argument list (`-P 4` as written there)."""
-    line = next(line for line in (repo_root() / "README.md").read_text().splitlines() if line.startswith("xargs "))
-    return shlex.split(line.split("<")[0])
-
-
-README_XARGS = readme_xargs()
-
-
 def test_the_readme_job_recipe_is_safe_with_any_path(tmp_path):
-    """A folder named to break out of the quoting (and one with a space): each job line is run by
-    the README's recipe exactly as written, and no injected command runs."""
-    hostile = [str(tmp_path / "d;touch INJECTED;#"), str(tmp_path / "with space"), str(tmp_path / "q'uote\"$x")]
-    lines = [shlex.join(["printf", "%s\\n", path]) for path in hostile]
-    jobs = subprocess.run(README_XARGS, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path)
-    assert jobs.returncode == 0, jobs.stderr
-    assert sorted(jobs.stdout.splitlines()) == sorted(hostile)
-    assert not (tmp_path / "INJECTED").exists()
+    """The README's recipe (a jobs file, then `gelora job FILE --index N`) with folders named to break
+    out of any quoting: each job's arguments arrive as written, one argument per value, and no
+    injected command runs (the README no longer pipes any line to a shell)."""
+    pages = [(repo_root() / name).read_text() for name in ("README.md", "docs/GUIDE.md", "docs/TEACHING.md")]
+    assert not any("sh -c" in page or "xargs" in page for page in pages)
+    assert "gelora job jobs.jsonl --index" in pages[1]
+    from gelora.study.grid import write_jobs
+
+    hostile = [str(tmp_path / "d;touch INJECTED;#"), str(tmp_path / "with space"), str(tmp_path / "q'uote\"$(touch X)`touch Y`")]
+    configs = [FinetuneConfig(method="lora", dataset=path, model="tiny-bert", output_dir=str(tmp_path / "runs")) for path in hostile]
+    write_jobs(configs, tmp_path / "jobs.jsonl")
+    for index, path in enumerate(hostile, 1):
+        shown = subprocess.run([sys.executable, "-m", "gelora", "job", str(tmp_path / "jobs.jsonl"), "--index", str(index),
+                                "--dry-run"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        argv = [json.loads(line) for line in shown.stdout.splitlines()]
+        assert argv[argv.index("--dataset") + 1] == path
+    assert not any((tmp_path / name).exists() for name in ("INJECTED", "X", "Y"))
 
 
 def test_parallel_jobs_then_the_notebook_trains_nothing(tmp_path):
     run = tmp_path / "run"
     lines = subprocess.run([sys.executable, "-m", "gelora.study.grid", "--profile", "smoke", "--run-dir", str(run),
                             "-p", METHODS], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert len(lines) == 3
-    jobs = subprocess.run(README_XARGS, input="\n".join(lines), capture_output=True, text=True, timeout=600)
-    assert jobs.returncode == 0, jobs.stderr[-2000:]
+    assert len(lines) == 3  # the printed lines: only the jobs (notices went to stderr)
+    subprocess.run([sys.executable, "-m", "gelora.study.grid", "--profile", "smoke", "--run-dir", str(run), "-p", METHODS,
+                    "--write-jobs", str(tmp_path / "jobs.jsonl")], capture_output=True, text=True, check=True)
+    jobs = [subprocess.Popen([sys.executable, "-m", "gelora", "job", str(tmp_path / "jobs.jsonl"), "--index", str(i)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in (1, 2, 3)]
+    for job in jobs:  # three jobs side by side, as a job array runs them
+        assert job.wait(timeout=600) == 0, job.stderr.read()[-2000:]
     results = run / "results"
     before = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
     assert len(before) == 3

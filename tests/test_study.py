@@ -10,7 +10,7 @@ import pytest
 from gelora.kit.paths import repo_root
 from gelora.study import readme
 from gelora.study import verdicts as study
-from gelora.training.identity import run_id
+from gelora.training.identity import identity_digest, run_id, run_identity
 from gelora.training.predictions import write_predictions
 
 N = 400  # test examples
@@ -22,14 +22,16 @@ def write_run(folder, method, seed, correct, params=73_728, lr=2e-3, rank=8, eva
     import dataclasses
 
     folder.mkdir(parents=True, exist_ok=True)
-    name = run_id(config) if config is not None else f"task__m__{method}__seed{seed}__r{rank}"
+    identity = run_identity(config) if config is not None else hand_identity(method, seed, rank)
+    name = run_id(config) if config is not None else hand_name(method, seed, rank)
     labels = np.zeros(N, dtype=np.int64)
     predictions = np.where(correct == 1, 0, 1)
     entry = write_predictions(folder / f"{name}.predictions.npz", np.arange(N), predictions, labels,
                               correct.astype(np.float32))
     accuracy = float(correct.mean())
     settings = dataclasses.asdict(config) if config is not None else {"rank": rank}
-    record = {"run_id": name, "method": method, "seed": seed, "dataset": "task", "model": "m", "metric": "accuracy",
+    record = {"run_id": name, "method": method, "seed": seed, "dataset": TASK, "model": BASE["model"], "metric": "accuracy",
+              "identity": identity, "task": "classification",
               "test": {"accuracy": accuracy}, "final": {"accuracy": evals[-1]}, "best": {"accuracy": max(evals)},
               "evals": [{"step": 25 * (i + 1), "accuracy": v} for i, v in enumerate(evals)],
               "adapter_params": params, "effective_adapter_params": params, "head_params": 770,
@@ -40,6 +42,16 @@ def write_run(folder, method, seed, correct, params=73_728, lr=2e-3, rank=8, eva
 
 
 BASE = dict(model="tiny-bert", dataset="movie-sentiment", n_train=64, n_eval=16, evals=4)
+TASK = BASE["dataset"]  # the hand-made study's one task: its folder's name is its dataset's
+
+
+def hand_identity(method, seed, rank) -> dict:
+    """A hand-made run's identity: what its record says it is (readers check the two agree)."""
+    return {"settings": {"dataset": TASK, "model": BASE["model"], "method": method, "seed": seed, "rank": rank}}
+
+
+def hand_name(method, seed, rank=8) -> str:
+    return f"{TASK}__{BASE['model']}__{method}__seed{seed}__{identity_digest(hand_identity(method, seed, rank))}"
 
 
 @pytest.fixture
@@ -49,7 +61,7 @@ def fake_study(tmp_path):
     from gelora.training.config import FinetuneConfig
 
     rng = np.random.default_rng(0)
-    task = tmp_path / "study" / "task"
+    task = tmp_path / "study" / TASK
     half = (np.arange(N) % 2).astype(float)
     for seed in range(3):
         write_run(task / "results", "lora", seed, half, config=FinetuneConfig(method="lora", seed=seed, lr=2e-3, **BASE))
@@ -95,13 +107,13 @@ def test_claims_and_summaries_from_known_scores(fake_study):
 
 
 def test_plateau_by_hand(fake_study):
-    table = study.plateau(study.task_records(fake_study / "task")).set_index("method")
+    table = study.plateau(study.task_records(fake_study / TASK)).set_index("method")
     # evaluations at 25, 50, 75, 100: the last quarter is 75 -> 100, 0.74 -> 0.75; 0.74 < 0.99 x 0.75
     assert table.loc["lora", "gain_last_quarter"] == pytest.approx(0.01) and table.loc["lora", "reached_99pct_at"] == 100
 
 
 def test_efficiency_sweeps_each_point_then_pairs_it_with_the_reference(fake_study):
-    task = fake_study / "task"
+    task = fake_study / TASK
     sweep = study.efficiency_sweep_configs(task, POINT)
     # around the study's LoRA-SB rate? the study has no lora_sb record with settings: its chosen rate is 5e-3
     assert [c.lr for c in sweep] == pytest.approx([1e-3, 5e-3, 2.5e-2]) and {c.n_train for c in sweep} == {32}
@@ -125,7 +137,7 @@ def test_efficiency_sweeps_each_point_then_pairs_it_with_the_reference(fake_stud
 
 
 def test_efficiency_ties_go_to_the_middle_rate(fake_study):
-    task = fake_study / "task"
+    task = fake_study / TASK
     add_efficiency_point(task, validation=(0.8, 0.8, 0.8))
     assert study.efficiency_rates(task, POINT) == {("lora_sb", 8): pytest.approx(5e-3)}
 
@@ -134,7 +146,7 @@ def test_efficiency_ties_go_to_the_middle_rate(fake_study):
 def test_the_reference_rate_is_confirmed_at_full_length(fake_study, validation):
     """LoRA at the study's budget is also trained at a fifth of its rate; the rate with the better
     mean validation over the seeds becomes the curve's reference (a tie keeps the sweep's)."""
-    task = fake_study / "task"
+    task = fake_study / TASK
     add_efficiency_point(task)
     before = study.efficiency(task, points=POINT)
     assert before.attrs["reference"]["validation"] == {2e-3: 0.75} and "lora" not in set(before["point"])
@@ -159,7 +171,7 @@ def test_the_reference_rate_is_confirmed_at_full_length(fake_study, validation):
 
 
 def test_block_sweep_adapts_one_block_at_a_time(fake_study):
-    task = fake_study / "task"
+    task = fake_study / TASK
     for r in (task / "results").glob("*lora__seed*.json"):  # the study's LoRA: 2 blocks
         record = json.loads(r.read_text())
         r.write_text(json.dumps(dict(record, ranks={"0": 8, "1": 8})))
@@ -215,7 +227,10 @@ def test_readme_section_is_written_between_the_markers(fake_study, tmp_path):
 
 
 def test_the_readme_states_what_the_committed_study_says():
-    assert readme.readme_block(repo_root() / "README.md") == readme.readme_section()
+    from gelora.study.answer import ANSWER_END, ANSWER_START, answer_block
+
+    assert readme.readme_block(repo_root() / readme.STUDY_PAGE) == readme.readme_section()
+    assert readme.readme_block(repo_root() / "README.md", ANSWER_START, ANSWER_END) == answer_block()
     claims = pd.read_csv(repo_root() / "figures" / "study_claims.csv")
     assert set(claims["task"]) == set(study.task_folders())
 
@@ -244,12 +259,12 @@ def test_the_package_carries_the_committed_allocator_findings(tmp_path):
 def test_records_of_one_grid_only(fake_study):
     from gelora.analysis.results import load_records
 
-    folder = fake_study / "task" / "results"
+    folder = fake_study / TASK / "results"
     assert len(load_records(folder)) == 12
-    chosen = load_records(folder, run_ids=["task__m__lora_sb__seed0__r8", "task__m__gelora__seed1__r8"])
+    chosen = load_records(folder, run_ids=[hand_name("lora_sb", 0), hand_name("gelora", 1)])
     assert sorted(r["method"] for r in chosen) == ["gelora", "lora_sb"]
     with pytest.raises(FileNotFoundError, match="lacks the record"):
-        load_records(folder, run_ids=["task__m__lora__seed9__r8"])
+        load_records(folder, run_ids=[hand_name("lora", 9)])
 
 
 def test_committed_verdicts_agree_with_a_t_interval_on_seed_means():

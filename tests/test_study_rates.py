@@ -9,7 +9,7 @@ from gelora.study import rates as study_rates
 from gelora.training.config import FinetuneConfig
 from gelora.training.identity import run_id
 
-from .test_study import BASE, N, write_run
+from .test_study import BASE, N, TASK, write_run
 
 VALIDATION = {1e-3: 0.70, 2e-3: 0.80, 4e-3: 0.85, 8e-3: 0.60}
 
@@ -22,7 +22,7 @@ def add(folder, sub, lr, seed):
 
 
 def test_protocol_then_arrange(tmp_path):
-    task = tmp_path / "task"
+    task = tmp_path / TASK
     for seed in range(5):
         add(task, "results", 2e-3, seed)  # the old comparison, at the old rate
     for lr in (1e-3, 4e-3):
@@ -50,7 +50,7 @@ def test_protocol_then_arrange(tmp_path):
 def test_arrange_makes_the_results_folder_of_a_track_tuned_only_in_rates(tmp_path):
     """The allocators' track trains every rate in rates/ first: arrange creates results/ and copies
     the chosen rate's selection runs in (the study stopped on a missing folder here once)."""
-    task = tmp_path / "task"
+    task = tmp_path / TASK
     for lr in (2e-3, 4e-3, 8e-3):
         for seed in (0, 1, 2):
             add(task, "rates", lr, seed)
@@ -71,7 +71,7 @@ def test_the_efficiency_curve_points_are_tuned_by_the_same_protocol(tmp_path):
 
     from gelora.study import verdicts as study
 
-    task = tmp_path / "study" / "task"
+    task = tmp_path / "study" / TASK
     for seed in range(3):
         add(task, "results", 2e-3, seed)
     write_run(task / "lr_sweep", "lora", 0, np.ones(N), config=FinetuneConfig(method="lora", **dict(BASE, n_train=32)))

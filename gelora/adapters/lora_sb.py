@@ -144,6 +144,17 @@ def init_lora_sb(model: nn.Module, update: Mapping[str, torch.Tensor], svd: str 
     missing = sorted(set(layers) - set(update))
     if missing:
         raise ValueError(f"the update has no matrix for adapter layer(s) {missing[:5]}")
+    for name in layers:
+        matrix = update[name]
+        if not isinstance(matrix, torch.Tensor) or matrix.is_meta:
+            raise ValueError(f"update[{name!r}] must be a tensor with values (from estimate_update), got "
+                             f"{'a meta tensor' if isinstance(matrix, torch.Tensor) else type(matrix).__name__}")
+        if not torch.isfinite(matrix).all():
+            raise ValueError(f"update[{name!r}] holds NaN or inf: check the loss and the labels of the batches "
+                             "it was estimated on (estimate_update refuses such gradients)")
+        if not matrix.any():
+            raise ValueError(f"update[{name!r}] is all zeros: its best rank-r approximation is nothing, so LoRA-SB "
+                             "would start from no direction; estimate it on batches whose loss depends on that layer")
     return set_factors(model, {name: update[name] for name in layers}, "lora_sb", svd=svd, seed=seed, **svd_options)
 
 

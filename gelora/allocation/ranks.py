@@ -139,6 +139,9 @@ def gelora_ranks(profile, min_rank: int = 0, max_rank: int | None = None, roundi
         raise ValueError(f"max_rank={max_rank} is below min_rank={min_rank} (or 1)")
     dims = _dimensions(profile)
     bounds, notes = geometric_bounds(dims, undefined)
+    if shapes is not None and sorted(shapes) != list(range(len(bounds))):
+        raise ValueError(f"the ID profile has {len(dims)} layers, so {len(bounds)} blocks, but the model has "
+                         f"{len(shapes)} blocks: a profile must cover every block (probe this model's own layers)")
     weights = bounds + offset
     settings = dict(min_rank=min_rank, max_rank=max_rank, rounding=rounding, offset=offset,
                     undefined=undefined)

@@ -35,8 +35,60 @@ def load_records(results_dir: str | os.PathLike, run_ids=None) -> list[dict]:
             raise ValueError(f"{path} is not a valid record ({error}): delete it and rerun that run") from None
         if not isinstance(record, dict) or not {"run_id", "method", "seed", "test"} <= set(record):
             raise ValueError(f"{path} is not a gelora run record: move it out of {folder}")
+        check_record(record, path)
         records.append(record)
     return records
+
+
+_CHECKED: dict = {}  # (path, size, mtime) of a record and its sidecar -> checked
+
+
+def check_record(record: dict, path: Path) -> None:
+    """A record read back must be the run its name says: its name is its file's, its identity
+    hashes to the name's last part, the identity's dataset, model, method and seed are the record's
+    own, its prediction sidecar has the sha256 it names, and (classification) the sidecar's
+    per-example scores average to the test metric it reports. An edited record is an error naming
+    what differs, never a number in a table."""
+    from gelora.training.identity import identity_digest
+
+    sidecar = path.parent / record["predictions"]["file"] if isinstance(record.get("predictions"), dict) else None
+    key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in (path, sidecar) if p is not None and p.exists())
+    if key in _CHECKED:
+        return
+    problem = None
+    identity = record.get("identity")
+    if record["run_id"] != path.stem:
+        problem = f"its run_id {record['run_id']!r} is not its file name"
+    elif not isinstance(identity, dict) or identity_digest(identity) != str(record["run_id"]).rsplit("__", 1)[-1]:
+        problem = "its identity does not hash to its name (edited after the run?)"
+    else:
+        settings = identity.get("settings", {})
+        differ = [k for k in ("dataset", "model", "method", "seed") if settings.get(k) != record.get(k)]
+        if differ:
+            problem = f"its {', '.join(differ)} differ from the identity it was trained under"
+    if problem is None and sidecar is not None:
+        problem = _sidecar_problem(record, sidecar)
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}; a record is read only as its run wrote it (rerun the run, or restore "
+                         "the file from git)")
+    _CHECKED[key] = True
+
+
+def _sidecar_problem(record: dict, sidecar: Path) -> str | None:
+    from gelora.data.tasks import file_sha256
+
+    if not sidecar.is_file():
+        return f"its prediction file {sidecar.name} is missing"
+    if file_sha256(sidecar) != record["predictions"].get("sha256"):
+        return f"its prediction file {sidecar.name} does not have the sha256 the record names"
+    if record.get("task") == "classification":
+        with np.load(sidecar) as data:
+            mean = float(data["score"].mean())
+        reported = record["test"].get(record.get("metric"))
+        if reported is None or abs(mean - reported) > 1e-6:
+            return (f"its test {record.get('metric')} {reported} is not the mean of its per-example scores "
+                    f"({mean:.6f})")
+    return None
 
 
 def runs_table(records: list[dict]) -> pd.DataFrame:

@@ -20,6 +20,22 @@ from sklearn.base import BaseEstimator
 METHODS = ("linear", "mle")
 
 
+def check_device(device) -> torch.device:
+    """A device TwoNN can compute on (cpu, or cuda / mps where present), as one error naming it."""
+    try:
+        found = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'mps' (or a torch.device), got {device!r}") from None
+    if found.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'mps', got {device!r} (a {found.type} tensor has no values "
+                         "to measure)" if found.type == "meta" else f"device must be 'cpu', 'cuda' or 'mps', got {device!r}")
+    if found.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this machine has no CUDA device (use 'cpu')")
+    if found.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: this machine has no MPS device (use 'cpu')")
+    return found
+
+
 def _as_tensor(X, device=None) -> torch.Tensor:
     """Validate the input: 2-D, numeric, finite. Returns a float32 or float64 tensor (float64
     input stays float64, everything else becomes float32) on the chosen device."""
@@ -40,7 +56,7 @@ def _as_tensor(X, device=None) -> torch.Tensor:
     if tensor.shape[1] == 0:
         raise ValueError(f"TwoNN needs at least one feature, got shape {tuple(tensor.shape)}")
     if device is not None:
-        tensor = tensor.to(device)
+        tensor = tensor.to(check_device(device))
     if tensor.dtype != torch.float64:
         tensor = tensor.to(torch.float32)
     bad = ~torch.isfinite(tensor).all(dim=1)
@@ -153,6 +169,10 @@ def fit_mu(mu: np.ndarray, discard_fraction: float = 0.1, method: str = "linear"
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if isinstance(mu, torch.Tensor):
+        if mu.is_meta:
+            raise ValueError("mu must hold values, got a meta tensor (it has a shape but no values)")
+        mu = mu.detach().cpu().numpy()
     if not 0.0 <= discard_fraction < 1.0:
         raise ValueError(f"discard_fraction must be in [0, 1), got {discard_fraction}")
     mu = np.asarray(mu, dtype=float)

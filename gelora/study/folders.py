@@ -21,7 +21,14 @@ def task_folders(study_dir: str | Path = STUDY_DIR) -> dict[str, Path]:
 
 
 def task_records(folder: Path) -> list[dict]:
+    """The comparison's records of a task folder, each checked to be a run on that task (its
+    folder's name) with one model: a record of another task copied in is an error."""
     records = load_records(folder / "results")
     if not records:
         raise FileNotFoundError(f"{folder / 'results'} holds no run records")
+    others = sorted({r["dataset"] for r in records} - {folder.name})
+    models = sorted({r["model"] for r in records})
+    if others or len(models) > 1:
+        raise ValueError(f"{folder / 'results'} holds runs of {others or models}: a task folder holds its own task's "
+                         f"runs ({folder.name}) on one model")
     return records

@@ -24,6 +24,7 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import json
 import os
 import shlex
 import subprocess
@@ -33,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gelora.core.checks import check_whole
+from gelora.core.records import atomic_write
 from gelora.methods import registry
 from gelora.training.config import FinetuneConfig, validate
 from gelora.training.identity import run_id
@@ -136,6 +138,16 @@ def profile_parameters(profile: str, overrides=(), run_dir: str | None = None) -
 def command_line(config: FinetuneConfig, launcher: str = "python") -> str:
     """`command_argv` as one quoted line, to read (jobs run from argv lists, never through a shell)."""
     return shlex.join(command_argv(config, launcher))
+
+
+def write_jobs(configs: list, path: str | Path, launcher: str = "python") -> Path:
+    """The configs' argv lists as a JSON Lines jobs file, one {"run_id", "argv"} per line (written
+    atomically), for `gelora job FILE --index N` (gelora.study.jobs) to run without a shell."""
+    path = Path(path)
+    if path.suffix != ".jsonl":
+        raise ValueError(f"a jobs file is JSON Lines: give a name ending in .jsonl, got {str(path)!r}")
+    lines = [json.dumps({"run_id": run_id(c), "argv": command_argv(c, launcher)}) for c in configs]
+    return atomic_write(path, lambda handle: handle.write("".join(line + "\n" for line in lines)))
 
 
 def command_argv(config: FinetuneConfig, launcher: str = "python") -> list[str]:
@@ -251,7 +263,7 @@ def _main(args, out) -> int:
     if args.missing or args.jobs is not None:
         configs = [c for c in configs if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()]
     if args.executor is not None:
-        return _submit(args, params, [c for c in configs if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()])
+        return _submit(args, params, [c for c in configs if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()], out)
     if args.jobs is not None:  # seed by seed: a study stopped early still has every method at its first seeds
         from gelora.kit.paths import resolve
 
@@ -259,8 +271,6 @@ def _main(args, out) -> int:
         failed = run_jobs(configs, args.jobs, resolve(params["run_dir"]) / "logs")
         return 1 if failed else 0
     if args.write_jobs is not None:
-        from gelora.study.jobs import write_jobs
-
         path = write_jobs(configs, args.write_jobs, args.launcher)
         print(f"{len(configs)} job(s) written to {path}: run job N with `gelora job {path} --index N`")
         return 0
@@ -269,7 +279,7 @@ def _main(args, out) -> int:
     return 0
 
 
-def _submit(args, params: dict, configs: list) -> int:
+def _submit(args, params: dict, configs: list, out=None) -> int:
     """--executor: the missing runs through submitit; one line per outcome, exit 1 if any failed."""
     from gelora.kit.paths import resolve
     from gelora.training.cluster import make_executor, submit
@@ -278,7 +288,7 @@ def _submit(args, params: dict, configs: list) -> int:
         raise ValueError("--executor runs one process per job: leave out --launcher and --processes "
                          "(give a job its GPUs with --gpus-per-job)")
     if not configs:
-        print("every run of the grid has its record: nothing to submit")
+        print("every run of the grid has its record: nothing to submit", file=out)
         return 0
     folder = resolve(params["run_dir"]) / "logs" / "submitit"
     executor = make_executor(args.executor, folder, partition=args.partition, time_min=args.time_min,
@@ -288,9 +298,9 @@ def _submit(args, params: dict, configs: list) -> int:
                      wait=not args.no_wait)
     if outcome.running:
         print(f"{len(outcome.running)} job(s) submitted; logs in {folder}; run the same command again when they "
-              "have finished: it skips every run with a record")
+              "have finished: it skips every run with a record", file=out)
     print(f"{len(outcome.finished)} run(s) finished, {len(outcome.failed)} failed"
-          + "".join(f"\n  {run_id}: {error} (log {log})" for run_id, log, error in outcome.failed))
+          + "".join(f"\n  {run_id}: {error} (log {log})" for run_id, log, error in outcome.failed), file=out)
     return 1 if outcome.failed else 0
 
 

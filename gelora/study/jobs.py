@@ -1,6 +1,6 @@
 """A grid's runs as a JSON Lines jobs file, and the one command that runs a job from it.
 
-    gelora grid --profile gpu --write-jobs jobs.jsonl
+    gelora grid --profile gpu --write-jobs jobs.jsonl   # written by gelora.study.grid.write_jobs
     gelora job jobs.jsonl --index 1        # job 1 of the file, e.g. --index "$SLURM_ARRAY_TASK_ID"
 
 Each line is {"run_id": ..., "argv": [...]}: the job is started from that list as it is, never
@@ -15,22 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gelora.core.records import atomic_write
-from gelora.training.identity import run_id
-
 PROG = "python -m gelora.study.jobs"
 LAUNCH_PREFIXES = (["-m", "gelora.training.train"],)  # after the interpreter, torchrun's or accelerate's flags
-
-
-def write_jobs(configs: list, path: str | Path, launcher: str = "python") -> Path:
-    """Write the configs' argv lists, one JSON object per line (atomically)."""
-    from gelora.study.grid import command_argv
-
-    path = Path(path)
-    if path.suffix != ".jsonl":
-        raise ValueError(f"a jobs file is JSON Lines: give a name ending in .jsonl, got {str(path)!r}")
-    lines = [json.dumps({"run_id": run_id(c), "argv": command_argv(c, launcher)}) for c in configs]
-    return atomic_write(path, lambda handle: handle.write("".join(line + "\n" for line in lines)))
 
 
 def read_job(path: str | Path, index: int) -> list[str]:

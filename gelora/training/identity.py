@@ -86,11 +86,35 @@ def model_fingerprint(name: str, seed: int) -> str:
         return _HASHES[key]
     if Path(name).is_dir():
         return "files:" + _folder_hash(Path(name))
-    if "@" not in name and name not in _WARNED:  # said once per process
+    repo, _, revision = name.rpartition("@") if "@" in name else (name, "", "")
+    if revision and not COMMIT.fullmatch(revision):  # a branch or tag moves: only a commit pins weights
+        commit = cached_commit(repo, revision)
+        if commit is not None:
+            return f"hub:{repo}@{commit}"
+    if (not revision or not COMMIT.fullmatch(revision)) and name not in _WARNED:  # said once per process
         _WARNED.add(name)
-        warnings.warn(f"hub model {name!r} is identified by its name only: pin a commit ({name}@<commit>) so that a "
+        what = f"by {revision!r}, a branch or tag that can move," if revision else "by its name only"
+        warnings.warn(f"hub model {name!r} is identified {what}: pin a commit ({repo}@<commit>) so that a "
                       "re-published model cannot reuse these records", stacklevel=2)
-    return "hub:" + name  # with its @revision when pinned
+    return "hub:" + name  # with its @commit when pinned
+
+
+COMMIT = re.compile(r"[0-9a-f]{40}")  # a full commit hash: the only revision that names fixed weights
+
+
+def cached_commit(repo: str, revision: str) -> str | None:
+    """The commit a branch or tag pointed at when the model was downloaded here (the hub cache's
+    refs file), or None when this machine has not fetched it."""
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:
+        return None
+    ref = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs" / revision
+    try:
+        commit = ref.read_text().strip() if ref.is_file() else ""
+    except OSError:
+        return None
+    return commit if COMMIT.fullmatch(commit) else None
 
 
 def content_fingerprints(config) -> dict:

@@ -99,29 +99,37 @@ def plan(folders) -> tuple[list[Rename], list[str]]:
 
 
 def apply(renames: list[Rename], folders) -> list[Path]:
-    """Write each record under its new name (its sidecar files renamed with it), then replace
-    every old name in the text files under `folders` (tables, notes). Returns the files changed."""
-    from gelora.core.records import atomic_write_json
+    """Write each record under its new name (its sidecar files renamed with it), and replace every
+    old name in the text files under `folders` (tables, notes). All or nothing: every text file is
+    read and every new text made before the first write, so a file that cannot be read (not UTF-8)
+    stops it with nothing changed. Returns the text files changed."""
+    from gelora.core.records import atomic_write, atomic_write_json
 
-    changed = []
-    for rename in renames:
-        atomic_write_json(rename.path.with_name(rename.new + ".json"), rename.record)
-        rename.path.unlink()
-        for sidecar in rename.path.parent.glob(rename.old + ".*"):
-            sidecar.rename(sidecar.with_name(rename.new + sidecar.name[len(rename.old):]))
     names = {r.old: r.new for r in renames}
+    texts = {}
     for folder in folders:
         for path in sorted(Path(folder).rglob("*")):
-            if path.suffix not in TEXT_SUFFIXES or not path.is_file():
+            if path.suffix not in TEXT_SUFFIXES or not path.is_file() or path.suffix == ".json" and path.stem in names:
                 continue
-            text = path.read_text()
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError) as error:
+                raise ValueError(f"{path} cannot be read as UTF-8 text ({error}); nothing was renamed: fix or move that "
+                                 "file and run again") from None
             new_text = text
             for old, new in names.items():
                 new_text = new_text.replace(old, new)
             if new_text != text:
-                path.write_text(new_text)
-                changed.append(path)
-    return changed
+                texts[path] = new_text
+    for rename in renames:
+        atomic_write_json(rename.path.with_name(rename.new + ".json"), rename.record)
+        for sidecar in rename.path.parent.glob(rename.old + ".*"):
+            if sidecar != rename.path:
+                sidecar.rename(sidecar.with_name(rename.new + sidecar.name[len(rename.old):]))
+        rename.path.unlink()
+    for path, new_text in texts.items():
+        atomic_write(path, lambda handle, text=new_text: handle.write(text))
+    return list(texts)
 
 
 def main(argv=None) -> int:

@@ -57,8 +57,8 @@ def check_save_target(folder: str | os.PathLike, run_id: str, output_dir: str | 
             raise ValueError(f"--save-adapter {folder} holds the adapter of another run ({other}): give another folder "
                              "(or --force to replace it)")
     parent = folder.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
     try:
+        parent.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryDirectory(dir=parent).cleanup()
     except OSError as error:
         raise ValueError(f"--save-adapter {folder}: cannot write in {parent} ({error.strerror})") from None
