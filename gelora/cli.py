@@ -8,7 +8,7 @@
     gelora run ...                   the notebook pipeline
     gelora predict ADAPTER DATA      score a CSV/JSONL/.txt file with an adapter saved by `train --save-adapter`
     gelora export ADAPTER MODEL OUT  a saved LoRA-SB / LoRA-XS adapter as a plain PEFT LoRA adapter
-    gelora study ...                 the study's verdicts, its README section, its rate protocol
+    gelora study ...                 the study's verdicts, the README's answer, the benchmark, the rate protocol
     gelora book ...                  the reference runs as a book
     gelora exercises ...             check or rewrite the notebooks' exercises
     gelora migrate FOLDER [--apply]  rename records made under an earlier identity rule
@@ -24,6 +24,7 @@ a plain .txt file (one text per line), or hf:<name>.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import warnings
@@ -36,6 +37,7 @@ from gelora import __version__
 # (--profile is a YAML preset, in `gelora run`, `grid` and `exercises`).
 WEIGHTS = {"fp32": "float32", "fp64": "float64", "bf16": "bfloat16", "fp16": "float16"}
 PEFT_TASKS = {"classification": "SEQ_CLS", "generation": "CAUSAL_LM"}
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w.-]+)?")  # org/name[@revision], as `gelora train` takes it
 
 
 def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,8 +73,9 @@ def _check_probe_arguments(args) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda, but this machine has no CUDA device: use --device cpu (or auto)")
     _check_out(args.output_dir)
-    if not (Path(args.model).is_dir() or os.sep not in args.model):
-        raise ValueError(f"model {args.model!r} is neither a known name, a hub id nor an existing folder")
+    if not (Path(args.model).is_dir() or os.sep not in args.model or HUB_ID.fullmatch(args.model)):
+        raise ValueError(f"model {args.model!r} is neither a known name, a hub id (org/name, org/name@commit) "
+                         "nor an existing folder")
 
 
 def _check_out(out: str) -> None:
@@ -271,7 +274,7 @@ FORWARDED = (("train", "gelora.training.train", "one fine-tuning run"),
              ("grid", "gelora.study.grid", "a profile's grid: command lines, local jobs, a jobs file or submitit"),
              ("job", "gelora.study.jobs", "run one job of a jobs file written by grid --write-jobs, without a shell"),
              ("run", "gelora.kit.pipeline", "the notebook pipeline"),
-             ("study", "gelora.study.command", "the study: verdicts, README section, rate protocol"),
+             ("study", "gelora.study.command", "the study and the benchmark: verdicts, the README's answer, rate protocol"),
              ("book", "gelora.kit.book", "the reference runs as a book"),
              ("exercises", "gelora.kit.exercises", "check or rewrite the notebooks' exercises"),
              ("migrate", "gelora.training.migrate", "rename records written under an earlier identity rule, checked"))
@@ -301,6 +304,15 @@ def main(argv=None) -> int:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"gelora {command}: {message} (--debug shows the traceback)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"gelora {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # anything else is still one line, named by its kind; --debug shows where
+        if debug:
+            raise
+        print(f"gelora {command}: {type(err).__name__}: {err} (an unexpected error: --debug shows the traceback; "
+              "please report it)", file=sys.stderr)
         return 1
 
 
