@@ -84,8 +84,8 @@ def test_the_top_level_api_is_lazy_and_complete():
     assert set(gelora.__all__) <= set(dir(gelora))
 
 
-def test_the_readme_describes_every_layer_in_order():
-    text = (PACKAGE.parent / "README.md").read_text()
+def test_the_guide_describes_every_layer_in_order():
+    text = (PACKAGE.parent / "docs" / "GUIDE.md").read_text()
     positions = [text.find(f"\n  {name}/ ") for name in LAYERS]
     assert -1 not in positions and positions == sorted(positions), dict(zip(LAYERS, positions))
 

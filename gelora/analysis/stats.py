@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
+from scipy.optimize import brentq
 
 from gelora.core.checks import check_real, check_whole
 
@@ -168,3 +169,27 @@ def compare_to_reference(scores: dict, reference: str, confidence: float = 0.95)
         result = paired_interval(values, scores[reference], confidence)
         rows.append({"method": name, "reference": reference, **result.as_dict()})
     return pd.DataFrame(rows)
+
+
+def interval_p_value(difference: float, seed_part: float, example_part: float, n_seeds: int, n_examples: int) -> float:
+    """The two-sided p-value of `paired_interval`'s test: one minus the confidence at which its
+    interval just reaches 0 (its half-width grows with the confidence, so there is one such level).
+    It is what a multiplicity correction (Holm) needs from the study's comparisons."""
+    check_whole("n_seeds", n_seeds, 1)
+    check_whole("n_examples", n_examples, MIN_EXAMPLES)
+    for name, value in (("seed_part", seed_part), ("example_part", example_part)):
+        check_real(name, value, 0)
+    if difference == 0:
+        return 1.0
+    if seed_part == 0 and example_part == 0:
+        return 0.0
+
+    def half(confidence: float) -> float:
+        t_seeds = _quantiles(n_seeds - 1, confidence) if n_seeds > 1 else 0.0
+        return float(np.sqrt(t_seeds ** 2 * seed_part ** 2 + _quantiles(n_examples - 1, confidence) ** 2 * example_part ** 2))
+
+    low, high = 1e-12, 1 - 1e-15
+    if half(high) < abs(difference):
+        return 1 - high
+
+    return float(1 - brentq(lambda c: half(c) - abs(difference), low, high, xtol=1e-14))

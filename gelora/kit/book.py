@@ -28,7 +28,13 @@ from gelora.kit.paths import repo_root, resolve, shown
 PROG = "python -m gelora.kit.book"  # `gelora book` sets its own name in help and errors
 RUNS = {"results/cpu": "The encoder run: MiniLM on movie sentences",
         "results/cpu-llm": "The decoder run: SmolLM2-135M on arithmetic"}
+# the book's pages beside the lessons, by chapter: page name -> (file in the checkout, title)
+RESULT_PAGES = {"study": ("docs/STUDY.md", "The two-task study"),
+                "preregistration": ("docs/PREREGISTRATION.md", "The benchmark's pre-registration"),
+                "statistics": ("docs/STATISTICS.md", "How a verdict is read")}
+REFERENCE_PAGES = {"runs": ("docs/RUNS.md", "The reference runs"), "guide": ("docs/GUIDE.md", "The guide")}
 EXTRA_PAGES = {"teaching": ("docs/TEACHING.md", "For teachers"), "solutions": ("notebooks/SOLUTIONS.md", "Solutions")}
+CHAPTERS = (("Results", RESULT_PAGES), ("Reference", REFERENCE_PAGES), ("Teaching", EXTRA_PAGES))
 MATHJAX = "static/mathjax/es5/tex-svg.js"  # inside the `mathjax` folder of django-static-mathjax: one file, fonts as SVG
 FOLDED = {"parameters", "injected-parameters"}  # papermill's tags: the run's settings, folded
 
@@ -157,17 +163,32 @@ def source_tree(runs: list[Path], src: Path) -> Path:
             entries.append(f"{folder}/{path.stem}")
         caption = RUNS.get(shown(run), f"The run in {shown(run)}")
         chapters.append(f"```{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n" + "\n".join(entries) + "\n```\n")
-    for name, (relative, _) in EXTRA_PAGES.items():
-        text = (repo_root() / relative).read_text()
-        text = text.replace("../notebooks/SOLUTIONS.md", "solutions.md").replace("../README.md", "#")
-        (src / f"{name}.md").write_text(text)
-    guide = "```{toctree}\n:caption: Teaching\n:maxdepth: 1\n\n" + "\n".join(EXTRA_PAGES) + "\n```\n"
-    intro = ("# gelora: the reference runs\n\nThe kit's reference runs, executed and published as they ran: every "
-             "output and figure comes from the committed executed notebooks (" + ", ".join(f"`{shown(r)}`" for r in runs)
+    pages = {Path(relative).name: name for _, group in CHAPTERS for name, (relative, _) in group.items()}
+    (src / "figures").mkdir()
+    tocs = {}
+    for caption, group in CHAPTERS:
+        for name, (relative, _) in group.items():
+            (src / f"{name}.md").write_text(_page(repo_root() / relative, pages, src / "figures"))
+        tocs[caption] = f"```{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n" + "\n".join(group) + "\n```\n"
+    intro = ("# gelora: the reference runs\n\nThe kit's results first, then its lessons executed and published as they "
+             "ran: every output and figure comes from the committed executed notebooks (" + ", ".join(f"`{shown(r)}`" for r in runs)
              + "). Nothing here runs code, and the book needs no network: the math is typeset by a copy of MathJax "
              "served from the site itself. To rerun anything, see the README.\n\n")
-    (src / "index.md").write_text(intro + "\n".join(chapters) + "\n" + guide)
+    (src / "index.md").write_text(intro + tocs["Results"] + "\n" + "\n".join(chapters) + "\n" + tocs["Reference"] + "\n"
+                                  + tocs["Teaching"])
     return src
+
+
+def _page(path: Path, pages: dict, figures: Path) -> str:
+    """A checkout page as a book page: links to the other pages by their book names, its figures
+    copied into the book's folder."""
+    text = path.read_text().replace("../notebooks/SOLUTIONS.md", "solutions.md").replace("../README.md", "#")
+    for file, page in pages.items():
+        text = text.replace(f"]({file}", f"]({page}.md").replace(f"](docs/{file}", f"]({page}.md")
+    for image in re.findall(r"\]\(\.\./figures/([^)\s]+)\)", text):
+        (figures / image).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo_root() / "figures" / image, figures / image)
+    return text.replace("](../figures/", "](figures/")
 
 
 def build(runs=tuple(RUNS), out_dir: str | Path = "build/book") -> Path:

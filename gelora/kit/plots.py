@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from gelora.kit.study_plots import allocators, bound_vs_need, claims, efficiency, lr_sensitivity, rate_curves  # noqa: F401
+from gelora.kit.study_plots import allocators, bound_vs_need, claims, efficiency, forest, lr_sensitivity, rate_curves  # noqa: F401
 from gelora.methods import registry as methods
 
 

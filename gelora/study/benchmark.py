@@ -185,18 +185,24 @@ def selection_runs(bench: Benchmark, task: Task) -> list:
     return [c for track in tracks(bench, task) for c in selection_configs(track)]
 
 
-def heldout_runs(bench: Benchmark, task: Task, current: dict | None = None) -> list:
-    """Every settled point at its chosen rate and both neighbouring grid rates x the held-out seeds."""
+def heldout_plan(bench: Benchmark, task: Task, current: dict | None = None) -> list[tuple[str, str, object]]:
+    """(label, which rate, config) of every held-out run: each settled point at its chosen rate
+    ("chosen") and at half and twice it ("half", "double"), x the held-out seeds."""
     from gelora.study.rates import at
 
     current = current if current is not None else state(bench, task)
-    runs = []
-    for choice, _, base, _ in current.values():
+    plan = []
+    for label, (choice, _, base, _) in current.items():
         if not choice.settled:
             continue
-        for rate in (choice.rate, choice.rate / NEIGHBOUR, choice.rate * NEIGHBOUR):
-            runs += [at(base, task.folder, HELDOUT_DIR, float(f"{rate:.6g}"), seed) for seed in bench.heldout_seeds]
-    return runs
+        for which, rate in (("chosen", choice.rate), ("half", choice.rate / NEIGHBOUR), ("double", choice.rate * NEIGHBOUR)):
+            plan += [(label, which, at(base, task.folder, HELDOUT_DIR, float(f"{rate:.6g}"), seed)) for seed in bench.heldout_seeds]
+    return plan
+
+
+def heldout_runs(bench: Benchmark, task: Task, current: dict | None = None) -> list:
+    """Every settled point at its chosen rate and both neighbouring grid rates x the held-out seeds."""
+    return [config for *_, config in heldout_plan(bench, task, current)]
 
 
 def allocations(bench: Benchmark, base, gelora_ranks: list[int]) -> dict:
@@ -235,16 +241,60 @@ def gelora_ranks(current: dict) -> list[int] | None:
     return None
 
 
-def null_runs(bench: Benchmark, task: Task, current: dict | None = None) -> list:
-    """Uniform LoRA's chosen rate with each allocation's per-block ranks x the held-out seeds."""
+def null_plan(bench: Benchmark, task: Task, current: dict | None = None) -> list[tuple[str, object]]:
+    """(allocation name, config): uniform LoRA's chosen rate with each allocation's per-block ranks
+    x the held-out seeds (empty until LoRA's rate is settled and GeLoRA has a run)."""
     current = current if current is not None else state(bench, task)
     choice, _, base, _ = current["lora"]
     ranks = gelora_ranks(current)
     if not choice.settled or ranks is None:
         return []
-    return [dataclasses.replace(base, method="lora", budget=None, block_ranks=list(allocation.ranks), lr=float(choice.rate),
-                                seed=seed, output_dir=str(task.folder / NULL_DIR), force=False, progress=False)
-            for allocation in allocations(bench, base, ranks).values() for seed in bench.heldout_seeds]
+    return [(name, dataclasses.replace(base, method="lora", budget=None, block_ranks=list(allocation.ranks),
+                                       lr=float(choice.rate), seed=seed, output_dir=str(task.folder / NULL_DIR), force=False,
+                                       progress=False))
+            for name, allocation in allocations(bench, base, ranks).items() for seed in bench.heldout_seeds]
+
+
+def null_runs(bench: Benchmark, task: Task, current: dict | None = None) -> list:
+    return [config for _, config in null_plan(bench, task, current)]
+
+
+def _scores(configs: list, folder: Path, seeds: tuple):
+    """seeds x examples scores of these runs (one per seed, in `seeds` order), or None while one is missing."""
+    import numpy as np
+
+    from gelora.analysis.results import load_records, paired_scores
+    from gelora.training.identity import run_id
+
+    names = [run_id(c) for c in configs]
+    if not all((folder / f"{name}.json").is_file() for name in names):
+        return None
+    records = load_records(folder, run_ids=names)
+    (by_seed,) = paired_scores(records, folder).values()
+    index = sorted(set.intersection(*(set(series.index) for series in by_seed.values())))
+    return np.stack([by_seed[seed].loc[index].to_numpy() for seed in seeds])
+
+
+def task_scores(bench: Benchmark, task: Task) -> tuple[dict, int | None]:
+    """The task's held-out scores for the primary table ({(label, which rate): seeds x examples},
+    finished groups only) and its null count (random allocations at least as good as GeLoRA's;
+    None while any null run is missing)."""
+    from gelora.study.benchmark_answer import rank_count
+
+    current = state(bench, task)
+    groups: dict = {}
+    for label, which, config in heldout_plan(bench, task, current):
+        groups.setdefault((label, which), []).append(config)
+    scores = {key: found for key, configs in groups.items()
+              if (found := _scores(configs, task.folder / HELDOUT_DIR, bench.heldout_seeds)) is not None}
+    allocations_of: dict = {}
+    for name, config in null_plan(bench, task, current):
+        allocations_of.setdefault(name, []).append(config)
+    null = {name: _scores(configs, task.folder / NULL_DIR, bench.heldout_seeds) for name, configs in allocations_of.items()}
+    if not null or any(v is None for v in null.values()):
+        return scores, None
+    draws = [v for name, v in null.items() if name.startswith("random_")]
+    return scores, rank_count(null["gelora"], draws)
 
 
 def projected(bench: Benchmark, stage: str) -> int:

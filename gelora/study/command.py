@@ -1,11 +1,11 @@
-"""`gelora study`: print the verdicts, write the README's section, and train what the study still
+"""`gelora study`: print the verdicts, write the README's answer and the study page, and train what the study still
 needs (every method's rate by the protocol, the efficiency curve, the allocators, the per-block
 sweep), resumably: finished runs are read back.
 
     make study                          # trains what is missing (gelora/profiles/study*.yaml)
     python -m gelora study              # every task's verdicts, printed
-    python -m gelora study --readme     # rewrite the README's study section (and the package's findings) from them
-    python -m gelora study --check      # exit 1 if the README's section differs from the results
+    python -m gelora study --readme     # rewrite the README's answer, docs/STUDY.md and the package's findings from them
+    python -m gelora study --check      # exit 1 if any of them differs from the results
     python -m gelora study --efficiency trec6 --plan       # the efficiency curve's rate protocol: what is left
     python -m gelora study --efficiency trec6 --points lora_sb@8 lora_sb@15   # tune and train those points
     python -m gelora study --block-sweep trec6 --jobs 2    # the per-block rank sweep (7 ranks x 3 seeds x 6 blocks)
@@ -19,8 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from gelora.study.answer import ANSWER_END, ANSWER_START, answer_block
 from gelora.study.findings import FINDINGS_PATH, findings_json, write_findings
-from gelora.study.readme import readme_block, readme_section, update_readme
+from gelora.study.readme import STUDY_PAGE, readme_block, readme_section, update_readme
 from gelora.study.verdicts import (
     BLOCK_DIR,
     EFFICIENCY_DIR,
@@ -153,6 +154,8 @@ def _benchmark(args) -> int:
         print(f"{PROG}: unknown task(s) {unknown}; the benchmark has {sorted(tasks)}", file=sys.stderr)
         return 1
     chosen = [tasks[n] for n in args.benchmark] or list(tasks.values())
+    if args.answer:
+        return _benchmark_answer(bench, list(tasks.values()))
     stages = bm.STAGES if args.stage == "all" else (args.stage,)
     if not args.plan and set(stages) & {"heldout", "null"}:
         print(f"held-out runs under the pre-registration of commit {bm.preregistered()[:12]}", flush=True)
@@ -192,13 +195,45 @@ def _benchmark(args) -> int:
     return 0
 
 
+def _benchmark_answer(bench, tasks: list) -> int:
+    """The primary table, only once every held-out and null run of every task exists (no interim
+    look: before that, only what is missing is said)."""
+    from gelora.study import benchmark as bm
+    from gelora.study.benchmark_answer import primary_table, sensitivity_table
+
+    missing = {}
+    for task in tasks:
+        current = bm.state(bench, task)
+        planned = bm.heldout_runs(bench, task, current) + bm.null_runs(bench, task, current)
+        left = [c for c in planned if not (Path(c.output_dir) / f"{run_id(c)}.json").exists()]
+        if not planned or left or not all(c.settled for c, *_ in current.values()):
+            missing[task.name] = len(left) if planned else "rates not settled"
+    if missing:
+        print(f"{PROG}: the primary table waits for every held-out run (docs/PREREGISTRATION.md: no interim look); "
+              f"missing: {missing}", file=sys.stderr)
+        return 1
+    scores, counts = {}, {}
+    for task in tasks:
+        scores[task.name], counts[task.name] = bm.task_scores(bench, task)
+    table = primary_table(scores, counts, bench.random_draws, bench.margin, bench.alpha)
+    sensitivity = sensitivity_table(scores)
+    folder = bm.repo_root() / "results" / "benchmark"
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "primary.csv", index=False)
+    sensitivity.to_csv(folder / "sensitivity.csv", index=False)
+    print(table.to_markdown(index=False, floatfmt=".4f"))
+    print()
+    print(sensitivity.to_markdown(index=False, floatfmt=".4f"))
+    return 0
+
+
 def main(argv=None) -> int:
     from gelora.kit.paths import repo_root
 
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--study-dir", default=STUDY_DIR, help="folder of the task folders")
-    parser.add_argument("--readme", action="store_true", help="rewrite the README's study section")
-    parser.add_argument("--check", action="store_true", help="exit 1 when the README's section is out of date")
+    parser.add_argument("--readme", action="store_true", help="rewrite the README's answer and docs/STUDY.md")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the README's answer or docs/STUDY.md is out of date")
     parser.add_argument("--efficiency", nargs="*", metavar="TASK", default=None,
                         help="choose the rate of every point of the parameter-efficiency curve by the protocol and "
                              "train its seeds (none named: every task; --plan: print the cost only)")
@@ -225,6 +260,8 @@ def main(argv=None) -> int:
     parser.add_argument("--stage", default="select", choices=("select", "heldout", "null", "all"),
                         help="with --benchmark: select (rates on seeds 0-2), heldout (every point and its neighbouring "
                              "rates on the held-out seeds), null (random allocations), all")
+    parser.add_argument("--answer", action="store_true",
+                        help="with --benchmark: the primary table and its sensitivity rows, once every held-out run exists")
     parser.add_argument("--benchmark-profile", default=None, metavar="YAML",
                         help="with --benchmark: another benchmark profile (default gelora/profiles/benchmark/nine-tasks.yaml)")
     args = parser.parse_args(argv)
@@ -249,23 +286,28 @@ def main(argv=None) -> int:
         return _decoder_need(args)
     try:
         section = readme_section(args.study_dir)
+        answer = answer_block(args.study_dir)
     except (FileNotFoundError, ValueError) as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1
-    readme = repo_root() / "README.md"
+    readme, page = repo_root() / "README.md", repo_root() / STUDY_PAGE
     if args.check:
-        stale = [] if readme_block(readme) == section else [str(readme)]
+        stale = [] if readme_block(page) == section else [str(page)]
+        if readme_block(readme, ANSWER_START, ANSWER_END) != answer:
+            stale.append(str(readme))
         if not FINDINGS_PATH.is_file() or FINDINGS_PATH.read_text() != findings_json(args.study_dir):
             stale.append(str(FINDINGS_PATH))
         if stale:
             print(f"{' and '.join(stale)} differ from {args.study_dir}: run python -m gelora study --readme", file=sys.stderr)
             return 1
-        print("README study section and the package's study findings are up to date")
+        print("the README's answer, the study page and the package's study findings are up to date")
         return 0
     if args.readme:
-        print(f"{readme}: {'updated' if update_readme(section, readme) else 'already up to date'}")
+        print(f"{page}: {'updated' if update_readme(section, page) else 'already up to date'}")
+        print(f"{readme}: {'updated' if update_readme(answer, readme, ANSWER_START, ANSWER_END) else 'already up to date'}")
         print(f"{FINDINGS_PATH}: {'updated' if write_findings(args.study_dir) else 'already up to date'}")
         return 0
+    print(answer)
     print(section)
     return 0
 
