@@ -4,9 +4,11 @@
     gelora recommend MODEL DATA      GeLoRA ranks at a budget, as a PEFT adapter_config.json
     gelora train ...                 one fine-tuning run
     gelora grid ...                  the runs of a profile's grid: shown, trained here, a jobs file, or submitit
+    gelora compare DATA              which method on your data: rates tuned on validation, held-out seeds, one table
     gelora job FILE --index N        run job N of a jobs file (argv lists: no shell ever parses them)
     gelora run ...                   the notebook pipeline
     gelora predict ADAPTER DATA      score a CSV/JSONL/.txt file with an adapter saved by `train --save-adapter`
+    gelora runs [FOLDER]             the finished runs under a folder, as Markdown, LaTeX or CSV
     gelora export ADAPTER MODEL OUT  a saved LoRA-SB / LoRA-XS adapter as a plain PEFT LoRA adapter
     gelora study ...                 the study's verdicts, the README's answer, the benchmark, the rate protocol
     gelora book ...                  the reference runs as a book
@@ -203,6 +205,34 @@ def predict_command(args) -> int:
     return 0
 
 
+def runs_command(args) -> int:
+    """Every finished run under a folder (its records, checked as every reader checks them)."""
+    from gelora.analysis.results import load_records
+
+    root = Path(args.folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no folder {args.folder!r} to list runs from")
+    folders = sorted({p.parent for p in root.rglob("*__seed*.json")})
+    rows = []
+    for folder in folders:
+        for r in load_records(folder):
+            metric = r.get("metric", "accuracy")
+            rows.append({"method": r["method"], "data": r.get("dataset"), "model": r.get("model"), "seed": r["seed"],
+                         "lr": r.get("lr"), "test": r["test"].get(metric),
+                         "metric": metric, "minutes (self-reported)": round(r.get("wall_time_s", float("nan")) / 60, 1),
+                         "finished": str(r.get("finished_at", ""))[:19], "folder": str(folder)})
+    if not rows:
+        print(f"no finished runs under {root}")
+        return 0
+    import pandas as pd
+
+    table = pd.DataFrame(rows).sort_values(["folder", "data", "method", "seed"])
+    print(table.to_markdown(index=False, floatfmt=".4g") if args.format == "markdown" else
+          table.to_latex(index=False, float_format="%.4g") if args.format == "latex" else table.to_csv(index=False))
+    print(f"{len(table)} run(s) in {len(folders)} folder(s)", file=sys.stderr)
+    return 0
+
+
 def export_command(args) -> int:
     import transformers
 
@@ -250,6 +280,11 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--label-column", default=None, help="label column, scored when present (default: the run's)")
     predict.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     predict.set_defaults(handler=predict_command)
+    runs = commands.add_parser("runs", help="list the finished runs under a folder (method, data, metric, time)",
+                               description="Every run record under FOLDER, checked as every reader checks them.")
+    runs.add_argument("folder", nargs="?", default="runs", help="a results folder or a folder of them (default: runs)")
+    runs.add_argument("--format", default="markdown", choices=("markdown", "latex", "csv"), help="how the table is printed")
+    runs.set_defaults(handler=runs_command)
     export = commands.add_parser("export", help="a LoRA-SB / LoRA-XS adapter as a plain PEFT LoRA adapter",
                                  description="Load a folder written by gelora.adapters.files.save_adapter onto its base "
                                              "model and write it as a PEFT LoRA adapter.")
@@ -272,6 +307,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionErro
 # Subcommands whose flags live in their own module (one definition): (name, module, help).
 FORWARDED = (("train", "gelora.training.train", "one fine-tuning run"),
              ("grid", "gelora.study.grid", "a profile's grid: command lines, local jobs, a jobs file or submitit"),
+             ("compare", "gelora.study.compare", "compare methods on your data: rates tuned, held-out seeds, one table"),
              ("job", "gelora.study.jobs", "run one job of a jobs file written by grid --write-jobs, without a shell"),
              ("run", "gelora.kit.pipeline", "the notebook pipeline"),
              ("study", "gelora.study.command", "the study and the benchmark: verdicts, the README's answer, rate protocol"),

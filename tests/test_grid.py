@@ -177,3 +177,38 @@ def test_slurm_job_array_under_submitits_mock(tmp_path):
     assert result.finished == [run_id(configs[0])] and (tmp_path / "results" / f"{run_id(configs[0])}.json").is_file()
     (failed_id, log, error), = result.failed
     assert failed_id == run_id(broken) and "n_train=1000000 exceeds" in error and log.endswith(".err")
+
+
+def test_a_grid_larger_than_the_array_limit_submits_in_chunks_and_retries_failures():
+    """Runs go to SLURM as arrays of at most --array-size (default 1,000: a default cluster's
+    MaxArraySize is 1001, and the study's 1,300 runs would be refused as one array); a failed run is
+    resubmitted once when asked, the finished ones are not."""
+    from gelora.training import cluster
+
+    class Job:
+        def __init__(self, job_id, fails):
+            self.job_id, self.fails = job_id, fails
+            self.paths = type("P", (), {"stderr": f"/logs/{job_id}.err"})()
+
+        def result(self):
+            if self.fails:
+                raise RuntimeError(f"job {self.job_id} failed")
+            return self.job_id
+
+    class Executor:
+        def __init__(self):
+            self.arrays, self.calls = [], 0
+
+        def map_array(self, function, configs, threads):
+            self.arrays.append(len(configs))
+            self.calls += 1
+            return [Job(f"{self.calls}_{i}", fails=self.calls == 1 and i == 0) for i in range(len(configs))]
+
+    assert cluster.ARRAY_SIZE == 1000
+    configs = [FinetuneConfig(method="lora", seed=seed, model="tiny-bert") for seed in range(13)]
+    executor = Executor()
+    outcome = cluster.submit(configs, executor, "slurm", wait=False, log=None, array_size=10)
+    assert executor.arrays == [10, 3] and len(outcome.running) == 13
+    executor = Executor()
+    outcome = cluster.submit(configs[:3], executor, "slurm", wait=True, log=None, array_size=2, retries=1)
+    assert executor.arrays == [2, 1, 1] and outcome.failed == [] and len(outcome.finished) == 3

@@ -99,6 +99,10 @@ def paired_interval(a, b, confidence: float = 0.95) -> IntervalResult:
         residual = d - seed_means[:, None] - example_means[None, :] + grand
         ms_r = (residual ** 2).sum() / ((n_seeds - 1) * (n_examples - 1))
         seed_var, example_var = ms_s / (n_seeds * n_examples), max(ms_e - ms_r, 0.0) / (n_seeds * n_examples)
+    if seed_var + example_var <= 0 and n_seeds > 1 and ms_r > 0:
+        # the differences vary, but every seed's mean came out the same and the examples share nothing
+        # beyond noise (small or tied data): the seed-by-example noise is the floor of the seeds' part
+        seed_var = ms_r / (n_seeds * n_examples)
     if seed_var + example_var <= 0:
         if np.all(d == 0):
             return IntervalResult(0.0, 0.0, 0.0, 0.0, "not resolved", n_seeds, n_examples, confidence,

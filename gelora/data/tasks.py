@@ -105,7 +105,8 @@ def _from_frame(frame: pd.DataFrame, name: str, split: str, text_column: str,
     source = source or f"dataset {name!r} split {split!r}"
     missing = [c for c in (text_column, label_column) if c is not None and c not in frame.columns]
     if missing:
-        raise KeyError(f"{source} has no column(s) {missing}; columns are {list(frame.columns)}")
+        raise KeyError(f"{source} has no column(s) {missing}; columns are {list(frame.columns)} (choose them with "
+                       "--text-column and --label-column, or text_column= / label_column=)")
     if len(frame) == 0:
         raise ValueError(f"{source} is empty")
     texts = frame[text_column].tolist()
@@ -357,7 +358,8 @@ def generation_from_frame(frame: pd.DataFrame, name: str, split: str, prompt_col
     `response` columns); `generate.exact_match` says how a generated response is scored."""
     missing = [c for c in (prompt_column, response_column) if c not in frame.columns]
     if missing:
-        raise KeyError(f"{source} has no column(s) {missing}; columns are {list(frame.columns)}")
+        raise KeyError(f"{source} has no column(s) {missing}; columns are {list(frame.columns)} (choose them with "
+                       "--text-column and --label-column, or text_column= / label_column=)")
     prompts, responses = frame[prompt_column].tolist(), frame[response_column].tolist()
     bad = [i for i, r in enumerate(responses) if not isinstance(r, str) or not r.strip()]
     if bad:

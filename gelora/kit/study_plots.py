@@ -153,23 +153,26 @@ def rate_curves(tables: dict[str, pd.DataFrame]):
     return fig
 
 
-def forest(tasks: pd.DataFrame, pooled: dict, title: str, margin: float | None = None):
-    """One claim across tasks: each task's paired difference with its 95 % interval, and the pooled
-    row (diamond: the random-effects estimate; its bar: the interval a verdict uses) at the bottom.
-    tasks: columns task, difference, low, high; pooled: estimate, low, high (gelora.analysis.pooled).
-    A dashed line marks a non-inferiority margin when one is declared."""
+def forest(tasks: pd.DataFrame, pooled: dict | None, title: str, margin: float | None = None):
+    """One claim across tasks (or methods): each row's paired difference with its 95 % interval and,
+    given `pooled`, the pooled row (diamond: the random-effects estimate; its bar: the interval a
+    verdict uses) at the bottom. tasks: columns task, difference, low, high; pooled: estimate, low,
+    high (gelora.analysis.pooled). A dashed line marks a non-inferiority margin when one is declared."""
     fig, ax = plt.subplots(figsize=(7, 0.38 * (len(tasks) + 2) + 1.4))
     y = np.arange(len(tasks))
     ax.errorbar(tasks["difference"], y, xerr=[tasks["difference"] - tasks["low"], tasks["high"] - tasks["difference"]],
                 fmt="s", color="#555555", capsize=3, markersize=5)
-    bottom = len(tasks) + 0.6
-    ax.errorbar([pooled["estimate"]], [bottom], xerr=[[pooled["estimate"] - pooled["low"]], [pooled["high"] - pooled["estimate"]]],
-                fmt="D", color="black", capsize=4, markersize=8)
+    ticks, labels = list(y), list(tasks["task"])
+    if pooled is not None:
+        bottom = len(tasks) + 0.6
+        ax.errorbar([pooled["estimate"]], [bottom], xerr=[[pooled["estimate"] - pooled["low"]], [pooled["high"] - pooled["estimate"]]],
+                    fmt="D", color="black", capsize=4, markersize=8)
+        ticks, labels = [*ticks, bottom], [*labels, "pooled"]
     ax.axvline(0, color="grey", lw=1)
     if margin is not None:
         ax.axvline(-margin, color="grey", lw=1, ls="--", label=f"margin -{margin:g}")
         ax.legend(loc="lower right", fontsize="small")
-    ax.set_yticks([*y, bottom], [*tasks["task"], "pooled"])
+    ax.set_yticks(ticks, labels)
     ax.invert_yaxis()
     ax.set(xlabel="difference in test accuracy (method - reference), 95 % intervals", title=title)
     fig.tight_layout()

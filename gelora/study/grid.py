@@ -231,6 +231,9 @@ def main(argv=None) -> int:
     cluster.add_argument("--cpus-per-job", type=int, default=None, help="SLURM CPUs per job")
     cluster.add_argument("--mem-gb", type=int, default=None, help="SLURM memory per job, in GB")
     cluster.add_argument("--array-parallelism", type=int, default=16, help="SLURM jobs of the array running at once")
+    cluster.add_argument("--array-size", type=int, default=1000,
+                         help="most jobs in one SLURM array (a default cluster refuses arrays over MaxArraySize, 1001)")
+    cluster.add_argument("--retries", type=int, default=0, help="resubmit failed runs this many times (with waiting)")
     cluster.add_argument("--no-wait", action="store_true", help="submit and return (rerun later: finished runs are skipped)")
     parser.add_argument("--write-jobs", default=None, metavar="FILE.jsonl",
                         help="write the runs as a JSON Lines jobs file (one argv per line) that `gelora job FILE --index N` runs")
@@ -295,7 +298,7 @@ def _submit(args, params: dict, configs: list, out=None) -> int:
                              gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb,
                              array_parallelism=args.array_parallelism)
     outcome = submit(sorted(configs, key=lambda c: c.seed), executor, args.executor, jobs=args.jobs or 1,
-                     wait=not args.no_wait)
+                     wait=not args.no_wait, array_size=args.array_size, retries=args.retries)
     if outcome.running:
         print(f"{len(outcome.running)} job(s) submitted; logs in {folder}; run the same command again when they "
               "have finished: it skips every run with a record", file=out)

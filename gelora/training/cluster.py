@@ -66,17 +66,41 @@ def make_executor(kind: str, folder: str | os.PathLike, *, partition: str | None
     return executor
 
 
-def submit(configs: list, executor, kind: str, jobs: int = 1, wait: bool = True, log=print) -> Outcome:
-    """Submit every config as one job (a SLURM array; locally `jobs` at a time, each with an equal
-    share of the CPU threads) and, when `wait`, collect the outcome. Output folders are made
-    absolute first: a job may start in another directory."""
+ARRAY_SIZE = 1000  # SLURM's default MaxArraySize is 1001: a larger array is refused at submission
+
+
+def submit(configs: list, executor, kind: str, jobs: int = 1, wait: bool = True, log=print,
+           array_size: int = ARRAY_SIZE, retries: int = 0) -> Outcome:
+    """Submit every config as one job: SLURM arrays of at most `array_size` jobs (throttled by the
+    executor's array parallelism), locally `jobs` at a time, each with an equal share of the CPU
+    threads; when `wait`, collect the outcome and resubmit failed runs up to `retries` times.
+    Output folders are made absolute first: a job may start in another directory."""
     from gelora.core.checks import check_whole
 
     check_whole("jobs", jobs, 1)
+    check_whole("array_size", array_size, 1)
+    check_whole("retries", retries, 0)
     configs = [dataclasses.replace(c, output_dir=str(Path(c.output_dir).resolve()), progress=False) for c in configs]
+    outcome = _submit_waves(configs, executor, kind, jobs, wait, log, array_size)
+    for attempt in range(1, retries + 1 if wait else 1):
+        failed = {name for name, _, _ in outcome.failed}
+        again = [c for c in configs if run_id(c) in failed]
+        if not again:
+            break
+        if log is not None:
+            log(f"resubmitting {len(again)} failed run(s) (retry {attempt} of {retries})")
+        retry = _submit_waves(again, executor, kind, jobs, wait, log, array_size)
+        outcome.failed = retry.failed
+        outcome.finished += retry.finished
+        outcome.jobs += retry.jobs
+    return outcome
+
+
+def _submit_waves(configs: list, executor, kind: str, jobs: int, wait: bool, log, array_size: int) -> Outcome:
     outcome = Outcome()
     threads = max(1, (os.cpu_count() or 1) // jobs) if kind == "local" else None
-    waves = [configs[i:i + jobs] for i in range(0, len(configs), jobs)] if kind == "local" else [configs]
+    size = min(jobs, array_size) if kind == "local" else array_size
+    waves = [configs[i:i + size] for i in range(0, len(configs), size)]
     for wave in waves:
         submitted = executor.map_array(train_config, wave, [threads] * len(wave))
         outcome.jobs += submitted

@@ -73,10 +73,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+MODEL_CARD = "README.md"  # the folder's model card: documentation a user may edit, not part of the checksums
+
+
 def _files(folder: Path) -> dict[str, str]:
-    """relative path -> sha256 of every file of a saved folder but its run file."""
+    """relative path -> sha256 of every file of a saved folder but its run file and model card."""
     return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != RUN_FILE}
+            if p.is_file() and p.relative_to(folder).as_posix() not in (RUN_FILE, MODEL_CARD)}
 
 
 def verify_saved(folder: str | os.PathLike) -> dict:
@@ -238,8 +241,9 @@ def logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int 
 def predict(folder: str | os.PathLike, data: str, text_column: str | None = None,
             label_column: str | None = None, batch_size: int = 32) -> tuple[pd.DataFrame, dict]:
     """Score every row of `data` (a CSV/TSV/JSONL file or a .txt file, one text per line) with the
-    run saved in `folder` (columns: the run's own unless named). Returns (a table: text, prediction, and the logits or the predicted
-    value, plus the label when the file has one; meta with the accuracy or error where labels exist)."""
+    run saved in `folder` (columns: the run's own unless named). Returns (a table: text, prediction, its
+    probability, every class's probability (softmax) and logit, or the predicted value, plus the label
+    when the file has one; meta with the accuracy or error where labels exist)."""
     from gelora.allocation.recommend import read_texts
     from gelora.data.tasks import load_dataset, read_table
 
@@ -262,6 +266,11 @@ def predict(folder: str | os.PathLike, data: str, text_column: str | None = None
     if meta["task"] == "classification":
         names = meta["label_names"]
         table["prediction"] = [names[i] for i in outputs.argmax(1)]
+        shifted = np.exp(outputs - outputs.max(1, keepdims=True))
+        probabilities = shifted / shifted.sum(1, keepdims=True)  # softmax of the logits, row by row
+        table["probability"] = probabilities.max(1)
+        for k, name in enumerate(names):
+            table[f"prob_{name}"] = probabilities[:, k]
         for k, name in enumerate(names):
             table[f"logit_{name}"] = outputs[:, k]
         if labels is not None:
