@@ -9,7 +9,7 @@ from gelora.study import rates as study_rates
 from gelora.training.config import FinetuneConfig
 from gelora.training.identity import run_id
 
-from .test_study import BASE, N, TASK, write_run
+from .test_study import BASE, TASK, N, write_run
 
 VALIDATION = {1e-3: 0.70, 2e-3: 0.80, 4e-3: 0.85, 8e-3: 0.60}
 

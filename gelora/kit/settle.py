@@ -231,7 +231,8 @@ def settle(paths, root: Path, log=print) -> list[Path]:
         if equal:
             path.write_bytes(old)
             kept.append(path)
-            detail = "images within the tolerance" if path.suffix == ".png" else f"largest relative difference {LARGEST['relative']:.2g}"
+            detail = ("images within the tolerance" if path.suffix == ".png"
+                      else f"largest relative difference {LARGEST['relative']:.2g}")
             lines.append(f"  {path.relative_to(root) if path.is_relative_to(root) else path}: {detail}")
     if kept:
         log(f"kept the committed bytes of {len(kept)} file(s) a rerun reproduced up to floating-point noise "
