@@ -108,3 +108,20 @@ def test_a_notebook_that_did_not_complete_is_refused(tmp_path):
         book.build([run], tmp_path / "site")
     with pytest.raises(FileNotFoundError, match="no executed notebooks"):
         book.build([tmp_path / "nothing"], tmp_path / "site")
+
+
+def test_results_pages_cite_the_papers_and_the_footer_says_version_and_date(site):
+    from gelora import __version__
+
+    references = (site / "references.html").read_text()
+    text = references.lower()  # the bibliography style sets titles in sentence case
+    assert "gelora" in text and "silver bullet" in text and "sequentially rejective" in text
+    study = (site / "study.html").read_text()
+    assert 'href="references.html#id' in study or "references.html#" in study  # the citations link to the bibliography
+    assert "Ed-dib" in study and "{cite" not in study
+    index = (site / "index.html").read_text()
+    assert f"gelora {__version__}, built " in index
+    for page in ("study", "preregistration", "statistics", "runs", "guide"):
+        assert (site / f"{page}.html").is_file()
+    notebook = (site / "cpu" / "01_representation_probing.html").read_text()
+    assert "btn-download" in notebook or "download" in notebook.lower()  # the download-notebook button
