@@ -16,6 +16,7 @@ sweep), resumably: finished runs are read back.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -189,6 +190,12 @@ def _benchmark(args) -> int:
                 if stage != "select":
                     break
     if args.plan:
+        times = [json.loads(path.read_text()).get("wall_time_s") for task in chosen
+                 for sub in ("rates", bm.HELDOUT_DIR, bm.NULL_DIR) for path in (task.folder / sub).glob("*__seed*.json")]
+        times = [t for t in times if isinstance(t, (int, float))]
+        if times:
+            print(f"measured: {len(times)} finished run(s), {sum(times) / len(times):.0f} s each on average (self-reported), "
+                  f"so about {3600 / (sum(times) / len(times)) * args.jobs:.0f} runs per hour at {args.jobs} jobs")
         print(f"in all: {total_runs} run(s) known now, about {total_s / 3600 / args.jobs:.1f} h at {args.jobs} jobs "
               "(selection: this round only, more rounds follow until every rate is settled; time: each task's mean run "
               "time so far, 60 s before its first run)")

@@ -15,7 +15,7 @@ from pathlib import Path
 from gelora.allocation.recommend import FINDINGS_PATH  # noqa: F401  (where the package reads them)
 from gelora.study.folders import STUDY_DIR, task_folders, task_records
 
-SECTION = "README.md, section 'What the study shows', table 'Does geometry allocate ranks better than chance?'"
+SECTION = "docs/STUDY.md (the study page of the book), table 'Does geometry allocate ranks better than chance?'"
 
 
 def findings(study_dir: str | Path = STUDY_DIR) -> dict:
