@@ -18,6 +18,7 @@ def _profile(tmp_path, text):
     (("heldout_seeds: [10, 11, 12]", "heldout_seeds: [2, 11, 12]"), "none of them a selection seed"),
     (("heldout_seeds: [10, 11, 12]", "heldout_seeds: [10, 11]"), "at least 3 seeds"),
     (("random_draws: 20", "random_draws: 5"), "random_draws must be a whole number >= 20"),
+    (("selection_seeds: [0, 1, 2]", "selection_seeds: [0, 1, 3]"), "must be the rate protocol's"),
     (("margin: 0.01", "margin: 1"), "margin and alpha"),
     (("alpha: 0.05", "alpha: 0.05\nalfa: 0.1"), "unknown benchmark setting"),
     (("  sms-spam: {n_train: 3000, max_length: 64}", "  sms-spam: {n_train: 3000, max_len: 64}"), "unknown setting"),

@@ -76,6 +76,11 @@ def load_benchmark(path: str | Path = PROFILE) -> Benchmark:
         raise ValueError(f"{path}: unknown benchmark setting(s) {unknown}; allowed: {sorted(expected)}")
     selection = tuple(_whole("selection_seeds", s, 0) for s in profile["selection_seeds"])
     heldout = tuple(_whole("heldout_seeds", s, 0) for s in profile["heldout_seeds"])
+    from gelora.training.tuning import SELECTION_SEEDS
+
+    if selection != SELECTION_SEEDS:  # the rate protocol chooses on its own seeds: the profile must say them
+        raise ValueError(f"{path}: selection_seeds must be the rate protocol's {list(SELECTION_SEEDS)} "
+                         f"(gelora.training.tuning), got {list(selection)}")
     if set(selection) & set(heldout) or len(heldout) < 3:
         raise ValueError(f"{path}: heldout_seeds {list(heldout)} must be at least 3 seeds, none of them a selection seed "
                          f"{list(selection)}")
