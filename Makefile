@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PROFILE ?= cpu
 
-.PHONY: setup reproduce test lint clean-runs study book exercises
+.PHONY: setup reproduce test lint clean-runs study benchmark book exercises
 
 setup: $(VENV)/.installed
 
@@ -66,6 +66,17 @@ study: setup
 	$(PY) -m gelora study --block-sweep
 	$(PY) -m gelora study --decoder-need
 	$(PY) -m gelora study --readme
+
+# The pre-registered benchmark (docs/PREREGISTRATION.md, gelora/profiles/benchmark/nine-tasks.yaml): the
+# plan with runs and hours per task, then every point's rate on seeds 0-2, the held-out seeds with
+# the neighbouring rates, the allocation null, and the primary table (only once every run exists).
+# Finished runs are read back, so it resumes where it stopped.
+benchmark: setup
+	$(PY) -m gelora study --benchmark --plan --stage all
+	$(PY) -m gelora study --benchmark --stage select --jobs 2
+	$(PY) -m gelora study --benchmark --stage heldout --jobs 2
+	$(PY) -m gelora study --benchmark --stage null --jobs 2
+	$(PY) -m gelora study --benchmark --answer
 
 # The reference runs' executed notebooks (results/cpu and results/cpu-llm, committed) as a book in
 # build/book/ (Sphinx, myst-nb, the book theme; nothing is executed, nothing fetched: MathJax is
