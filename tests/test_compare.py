@@ -29,6 +29,7 @@ def test_compare_plans_tunes_pairs_saves_and_resumes(tmp_path):
     # resumable: the same command trains nothing
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "selection round 1:" not in again.stderr and "held-out:" not in again.stderr
+    assert "resuming the plan in out/plan.json: held-out seeds 10, 11, 12, 13, 14" in again.stderr
     assert "(0 selection, 0 held-out" in again.stderr
     # the adapter travels: copied elsewhere, `gelora predict` reads it (its checksums hold)
     shutil.copytree(tmp_path / "out" / "best-adapter", tmp_path / "elsewhere")

@@ -105,6 +105,26 @@ def make_plan(track: Track, budget_minutes: float | None) -> Plan:
     return Plan(track, HELDOUT_SEEDS[:seeds], len(todo), per_run)
 
 
+PLAN_FILE = "plan.json"
+
+
+def resumed(track: Track, folder: Path, budget_minutes: float | None) -> Plan:
+    """The plan: the one this folder already holds for the same runs (so a resumed comparison
+    finishes the seeds it started with, whatever time is left), else a new one, written down."""
+    names = sorted(run_id(config) for _, config in track.points)
+    path = folder / PLAN_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("points") == names:
+            fresh = make_plan(track, None)
+            print(f"resuming the plan in {path}: held-out seeds {', '.join(map(str, saved['heldout']))}", file=sys.stderr)
+            return dataclasses.replace(fresh, heldout=tuple(saved["heldout"]))
+    plan = make_plan(track, budget_minutes)
+    atomic_write(path, lambda handle: json.dump({"points": names, "heldout": list(plan.heldout),
+                                                 "budget_minutes": budget_minutes}, handle, indent=2))
+    return plan
+
+
 def plan_text(plan: Plan) -> str:
     state = choices(plan.track)
     lines = [f"plan: {len(plan.track.points)} method(s); rates by the full-length protocol on validation (seeds "
@@ -291,7 +311,7 @@ def main(argv=None) -> int:
     settings = dict(text_column=args.text_column, label_column=args.label_column, n_train=args.n_train,
                     max_length=args.max_length, epochs=args.epochs)
     track = Track(folder, results="heldout", points=points(args.data, methods, args.model, folder, settings))
-    plan = make_plan(track, args.budget_minutes)
+    plan = resumed(track, folder, args.budget_minutes)
     print(plan_text(plan), file=sys.stderr, flush=True)
     if args.plan:
         return 0
