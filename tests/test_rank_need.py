@@ -81,10 +81,13 @@ def test_rank_correlation_by_hand():
     # |rho| is as large whenever that block lands on the top or bottom need, 2 places of 6
     tied = rank_correlation([0, 0, 0, 0, 0, 1.5], np.arange(6.0))
     assert tied["low"] > 0 and tied["p_value"] == pytest.approx(2 / 6) and 0.2 < tied["undefined"] < 0.5
-    assert correlation_verdict(tied) == "not resolved"
-    # at the level exactly: 36 of 720 orderings as extreme gives p = 0.05, which rejects (p <= alpha)
+    # and no need could change that: the smallest p these ties allow is 2/6, so the test cannot resolve
+    assert tied["smallest_p"] == pytest.approx(2 / 6) and correlation_verdict(tied) == "cannot resolve"
+    assert c["smallest_p"] == pytest.approx(2 / 720)  # untied: only the two perfect orderings
+    # at the level exactly: 36 of 720 orderings as extreme gives p = 0.05, on the boundary: not resolved
     edge = rank_correlation([0, 0, 0, 0.01, 0.31, 0.27], [104.9, 88.2, 75.5, 52.8, 29.9, 11.1])  # trec6's bound and need
-    assert edge["p_value"] * 720 == pytest.approx(36) and correlation_verdict(edge) == "negative"
+    assert edge["p_value"] * 720 == pytest.approx(36) and correlation_verdict(edge) == "not resolved"
+    assert edge["smallest_p"] * 720 == pytest.approx(12)  # it could have resolved: 3! x 2 orderings reach the largest |rho|
     constant = rank_correlation(np.zeros(6), np.arange(6.0))
     assert np.isnan(constant["spearman"]) and correlation_verdict(constant) == "undefined"
     with pytest.raises(ValueError, match="equal length"):

@@ -47,6 +47,7 @@ def rank_correlation(x, y, n_resamples: int = CORRELATION_RESAMPLES, seed: int =
         return out  # a constant has no rank order: nothing to correlate
     rank_x, rank_y = stats.rankdata(x), stats.rankdata(y)  # average ranks for ties: Spearman = Pearson on ranks
     out["spearman"] = float(_pearson(rank_x, rank_y))
+    out["smallest_p"] = smallest_p(rank_x, rank_y)
     out["p_value"] = float(stats.permutation_test((rank_y,), lambda b, axis=-1: _pearson(rank_x, b, axis), vectorized=True,
                                                   permutation_type="pairings", n_resamples=n_resamples,
                                                   random_state=seed).pvalue)
@@ -62,6 +63,22 @@ def rank_correlation(x, y, n_resamples: int = CORRELATION_RESAMPLES, seed: int =
     return out
 
 
+EXACT_BLOCKS = 8  # up to 8! = 40,320 orderings the smallest attainable p is counted exactly
+
+
+def smallest_p(rank_x, rank_y) -> float:
+    """The smallest two-sided permutation p-value any ordering of these ranks can give: the share of
+    orderings whose |rho| reaches the largest |rho| possible. With ties it can exceed any level (five
+    tied bounds of six: 2/6), and then no data could resolve the test. NaN above EXACT_BLOCKS blocks."""
+    import itertools
+
+    n = len(rank_x)
+    if n > EXACT_BLOCKS:
+        return float("nan")
+    values = np.abs(_pearson(np.asarray(rank_x, dtype=float), np.array(list(itertools.permutations(rank_y)), dtype=float)))
+    return float((values >= values.max() - 1e-12).mean())
+
+
 def _pearson(a, b, axis=-1):
     a, b = a - a.mean(axis=axis, keepdims=True), b - b.mean(axis=axis, keepdims=True)
     return (a * b).sum(axis=axis) / np.sqrt((a * a).sum(axis=axis) * (b * b).sum(axis=axis))
@@ -69,11 +86,16 @@ def _pearson(a, b, axis=-1):
 
 def correlation_verdict(c: dict) -> str:
     """From `rank_correlation`: 'positive' or 'negative' when the bootstrap interval excludes 0 and
-    the permutation test rejects no correlation at the interval's level (p <= 1 - level), else
-    'not resolved' ('undefined' when x or y is constant)."""
+    the permutation test rejects no correlation at the interval's level (p below 1 - level: an exact
+    p of 0.05 sits on the boundary and does not reject), 'cannot resolve' when even the most extreme
+    ordering of these (tied) ranks could not give such a p, else 'not resolved' ('undefined' when x
+    or y is constant)."""
     if c["spearman"] != c["spearman"]:
         return "undefined"
-    if c["p_value"] > (1 - c["level"]) + 1e-9:  # p <= alpha rejects; 1e-9: an exact 36/720 is 0.05, not 0.05 + float noise
+    alpha = 1 - c["level"]
+    if c.get("smallest_p", 0.0) >= alpha - 1e-9:  # as for p: reaching alpha exactly does not reject
+        return "cannot resolve"
+    if c["p_value"] >= alpha - 1e-9:  # 1e-9: an exact 36/720 is 0.05, not 0.05 - float noise
         return "not resolved"
     return "positive" if c["low"] > 0 else "negative" if c["high"] < 0 else "not resolved"
 
@@ -123,6 +145,7 @@ def bound_vs_need(intervals: pd.DataFrame, needs: pd.DataFrame, need: str = "ene
     verdict = {"lower_bound_holds": below, "largest_bound_over_need": float((table["bound_high"] / table[need]).max()),
                "spearman": correlation["spearman"], "spearman_low": correlation["low"],
                "spearman_high": correlation["high"], "spearman_p": correlation["p_value"],
+               "spearman_smallest_p": correlation.get("smallest_p", float("nan")),
                "correlation": correlation_verdict(correlation),
                "need": need, "blocks": int(len(table))}
     if trained is not None:
@@ -132,6 +155,7 @@ def bound_vs_need(intervals: pd.DataFrame, needs: pd.DataFrame, need: str = "ene
         correlation = rank_correlation(known["bound"], known["trained_need"])
         verdict.update(trained_spearman=correlation["spearman"], trained_spearman_low=correlation["low"],
                        trained_spearman_high=correlation["high"], trained_spearman_p=correlation["p_value"],
+                       trained_spearman_smallest_p=correlation.get("smallest_p", float("nan")),
                        trained_correlation=correlation_verdict(correlation),
                        trained_blocks=int(len(known)),
                        trained_need_at_top=int(known["trained_need_at_top"].fillna(False).astype(bool).sum()))

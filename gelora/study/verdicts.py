@@ -254,8 +254,10 @@ def correlation_words(v: dict, prefix: str = "") -> str:
     rho, verdict, blocks = v[f"{prefix}spearman"], v[f"{prefix}correlation"], v[f"{prefix}blocks"]
     if verdict == "undefined":
         return "no correlation: the bound (or the need) is the same in every block, so it cannot rank them"
+    smallest = v.get(f"{prefix}spearman_smallest_p", float("nan"))
     meaning = {"positive": "resolved: a larger bound goes with a larger need",
-               "negative": "resolved, the wrong way: a larger bound goes with a smaller need",
+               "negative": "resolved against the bound: a larger bound goes with a smaller need",
+               "cannot resolve": f"cannot resolve: with these ties the smallest p any ordering gives is {smallest:.2g}",
                "not resolved": "not resolved"}[verdict]
     return (f"Spearman {rho:+.2f}, 95 % bootstrap interval over the {blocks} blocks {v[f'{prefix}spearman_low']:+.2f} to "
             f"{v[f'{prefix}spearman_high']:+.2f}, permutation p = {v[f'{prefix}spearman_p']:.3g}: {meaning}")
