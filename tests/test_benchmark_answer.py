@@ -70,3 +70,18 @@ def test_the_forest_figure_draws_every_task_and_the_pooled_row():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c", "pooled"]
     # the pooled diamond sits at its estimate
     assert any(np.allclose(line.get_xdata(), [-0.003]) for line in ax.get_lines() if len(line.get_xdata()) == 1)
+
+
+def test_a_forest_figure_per_claim_from_the_primary_table(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from gelora.study.benchmark_answer import forest_figures, per_task
+
+    rng = np.random.default_rng(3)
+    scores = _simulated(rng, {"gelora": 0.02}, tasks=4, examples=300)
+    table = primary_table(scores, {}, 20)
+    written = forest_figures(scores, table, tmp_path)
+    assert sorted(p.name for p in written if p.suffix == ".png") == [f"forest_P{i}.png" for i in range(1, 6)]
+    rows = per_task(scores, PRIMARY[0])
+    assert list(rows["task"]) == ["t0", "t1", "t2", "t3"] and (rows["low"] <= rows["difference"]).all()

@@ -111,3 +111,34 @@ def rank_count(reference: np.ndarray, draws: list[np.ndarray]) -> int:
     least the reference allocation's."""
     mean = float(np.mean(reference))
     return int(sum(float(np.mean(d)) >= mean for d in draws))
+
+
+def per_task(scores: dict, claim: Claim) -> pd.DataFrame:
+    """One claim's paired difference on every task that has both methods at their chosen rates."""
+    rows = []
+    for task, found in scores.items():
+        if (claim.method, CHOSEN) in found and (claim.reference, CHOSEN) in found:
+            result = paired_interval(found[(claim.method, CHOSEN)], found[(claim.reference, CHOSEN)])
+            rows.append({"task": task, "difference": result.difference, "low": result.low, "high": result.high})
+    return pd.DataFrame(rows, columns=["task", "difference", "low", "high"])
+
+
+def forest_figures(scores: dict, table: pd.DataFrame, folder, margin: float = 0.01) -> list:
+    """One forest figure per primary claim P1-P5 (its tasks and its pooled row), as PNG and PDF in
+    `folder`. Returns the files written."""
+    import matplotlib.pyplot as plt
+
+    from gelora.kit import plots
+
+    rows = table.set_index("claim")
+    written = []
+    for claim in PRIMARY:
+        tasks = per_task(scores, claim)
+        if len(tasks) < 2 or claim.key not in rows.index or not np.isfinite(rows.loc[claim.key, "estimate"]):
+            continue
+        pooled = {k: float(rows.loc[claim.key, k]) for k in ("estimate", "low", "high")}
+        fig = plots.forest(tasks, pooled, f"{claim.key}: {claim.words}",
+                           margin=margin if claim.kind == "non-inferiority" else None)
+        written += plots.save(fig, f"forest_{claim.key}", folder)
+        plt.close(fig)
+    return written

@@ -206,7 +206,7 @@ def _benchmark_answer(bench, tasks: list) -> int:
     """The primary table, only once every held-out and null run of every task exists (no interim
     look: before that, only what is missing is said)."""
     from gelora.study import benchmark as bm
-    from gelora.study.benchmark_answer import primary_table, sensitivity_table
+    from gelora.study.benchmark_answer import forest_figures, primary_table, sensitivity_table
 
     missing = {}
     for task in tasks:
@@ -228,6 +228,7 @@ def _benchmark_answer(bench, tasks: list) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / "primary.csv", index=False)
     sensitivity.to_csv(folder / "sensitivity.csv", index=False)
+    forest_figures(scores, table, folder / "figures", bench.margin)
     print(table.to_markdown(index=False, floatfmt=".4f"))
     print()
     print(sensitivity.to_markdown(index=False, floatfmt=".4f"))
