@@ -67,3 +67,14 @@ def test_held_out_runs_wait_for_a_committed_preregistration(tmp_path, monkeypatc
     (tmp_path / bm.PREREGISTRATION).write_text("claims, changed after the fact\n")
     with pytest.raises(RuntimeError, match="uncommitted"):
         bm.preregistered()
+
+
+def test_every_task_asks_for_no_more_training_examples_than_its_split_holds():
+    """A task whose training split is smaller than n_train would fail every run (the kit refuses
+    a subset larger than the split): such a task takes its whole split (n_train null)."""
+    import json
+
+    manifest = json.loads((bm.repo_root() / "data" / "manifest.json").read_text())
+    for task in bm.load_benchmark().tasks:
+        rows = manifest["datasets"][task.data]["splits"]["train"]["rows"]
+        assert task.n_train is None or task.n_train <= rows, (task.name, task.n_train, rows)
