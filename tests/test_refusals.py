@@ -264,39 +264,35 @@ def _study_copy(tmp) -> Path:
     return folder / record.name
 
 
-@case("records", "a record edited to say movie-sentiment / tiny-bert is refused where it is read", ValueError,
-      r"its dataset, model differ from the identity")
-def _edited_dataset(tmp):
+def _edited(tmp, edit):
+    """A committed study record copied into tmp, changed by `edit`, then read as every reader reads it."""
     from gelora.analysis.results import load_records
 
     path = _study_copy(tmp)
     record = json.loads(path.read_text())
-    record.update(dataset="movie-sentiment", model="tiny-bert")
+    edit(record)
     path.write_text(json.dumps(record))
     load_records(path.parent)
+
+
+@case("records", "a record edited to say movie-sentiment / tiny-bert is refused where it is read", ValueError,
+      r"its dataset, model differ from the identity")
+def _edited_dataset(tmp):
+    _edited(tmp, lambda record: record.update(dataset="movie-sentiment", model="tiny-bert"))
 
 
 @case("records", "an edited test accuracy no longer moves any table", ValueError,
       r"is not the mean of its per-example scores")
 def _edited_accuracy(tmp):
-    from gelora.analysis.results import load_records
-
-    path = _study_copy(tmp)
-    record = json.loads(path.read_text())
-    record["test"]["accuracy"] += 0.01
-    path.write_text(json.dumps(record))
-    load_records(path.parent)
+    _edited(tmp, lambda record: record["test"].update(accuracy=record["test"]["accuracy"] + 0.01))
 
 
 @case("records", "an edited identity no longer hashes to the record's name", ValueError, r"does not hash to its name")
 def _edited_identity(tmp):
-    from gelora.analysis.results import load_records
+    def edit(record):
+        record["identity"]["settings"]["dataset"] = record["dataset"] = "movie-sentiment"
 
-    path = _study_copy(tmp)
-    record = json.loads(path.read_text())
-    record["identity"]["settings"]["dataset"] = record["dataset"] = "movie-sentiment"
-    path.write_text(json.dumps(record))
-    load_records(path.parent)
+    _edited(tmp, edit)
 
 
 @case("records", "a record of another task copied into a task folder is refused", ValueError,

@@ -13,6 +13,8 @@ that best (the choice on validation, the judgement on test).
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -70,8 +72,6 @@ def smallest_p(rank_x, rank_y) -> float:
     """The smallest two-sided permutation p-value any ordering of these ranks can give: the share of
     orderings whose |rho| reaches the largest |rho| possible. With ties it can exceed any level (five
     tied bounds of six: 2/6), and then no data could resolve the test. NaN above EXACT_BLOCKS blocks."""
-    import itertools
-
     n = len(rank_x)
     if n > EXACT_BLOCKS:
         return float("nan")

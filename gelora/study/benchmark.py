@@ -108,16 +108,16 @@ def load_benchmark(path: str | Path = PROFILE) -> Benchmark:
                      _whole("random_draws", profile["random_draws"], 20), margin, alpha)
 
 
+@functools.lru_cache(maxsize=4)
 def budget(bench: Benchmark) -> int:
-    """Uniform LoRA's trainable adapter parameters at `budget_rank` on query and value of every block."""
-    from transformers import AutoConfig
+    """Uniform LoRA's trainable adapter parameters at `budget_rank` on query and value of every block
+    (the allocation layer's own count, on the benchmark's model)."""
+    from gelora.allocation.ranks import uniform_budget
+    from gelora.models.loading import load_model
+    from gelora.models.targets import block_shapes
 
-    from gelora.models.loading import minilm_path
-
-    if bench.model != "minilm":
-        raise ValueError(f"the benchmark's budget is defined for the packaged MiniLM, got model {bench.model!r}")
-    config = AutoConfig.from_pretrained(minilm_path())
-    return config.num_hidden_layers * 2 * bench.budget_rank * 2 * config.hidden_size
+    net, _ = load_model(bench.model, "features", seed=0)
+    return uniform_budget(block_shapes(net, ["query", "value"]), bench.budget_rank)
 
 
 def tracks(bench: Benchmark, task: Task) -> list:

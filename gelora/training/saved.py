@@ -12,7 +12,6 @@ base model, the task, the label names and the run it came from.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -65,20 +64,14 @@ def check_save_target(folder: str | os.PathLike, run_id: str, output_dir: str | 
     return folder
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 MODEL_CARD = "README.md"  # the folder's model card: documentation a user may edit, not part of the checksums
 
 
 def _files(folder: Path) -> dict[str, str]:
     """relative path -> sha256 of every file of a saved folder but its run file and model card."""
-    return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*"))
+    from gelora.data.tasks import file_sha256
+
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*"))
             if p.is_file() and p.relative_to(folder).as_posix() not in (RUN_FILE, MODEL_CARD)}
 
 
